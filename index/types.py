@@ -1,0 +1,83 @@
+"""Value types and the storage Protocol shared by every vector-store backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+Scalar = str | int | float | bool
+Metadata = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item to store: `id` None means the store generates one."""
+
+    vector: np.ndarray
+    id: str | None = None
+    metadata: Metadata = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    metadata: Metadata
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    metadata: Metadata
+
+
+@dataclass(frozen=True)
+class FieldFilter:
+    """Metadata `field` (dots reach into nested objects) equals one of `values`."""
+
+    field: str
+    values: tuple[Scalar, ...]
+
+
+class VectorStore(Protocol):
+    """A durable store of unit vectors with ids and metadata, searched by cosine similarity."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def index_type(self) -> str: ...
+
+    def count(self) -> int: ...
+
+    def upsert(self, items: Sequence[NewItem]) -> list[Item]:
+        """Store all items atomically (replacing existing ids); durable once it returns."""
+        ...
+
+    def get(self, item_id: str) -> Item: ...
+
+    def vector(self, item_id: str) -> np.ndarray: ...
+
+    def page(self, offset: int, limit: int) -> list[Item]: ...
+
+    def delete(self, item_id: str) -> None:
+        """Remove an item; gone from searches and durable once it returns."""
+        ...
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        filters: Sequence[FieldFilter] = (),
+        min_score: float | None = None,
+        exclude_id: str | None = None,
+    ) -> list[Hit]:
+        """The k items most similar to `query` among those matching every filter, best first."""
+        ...
+
+    def close(self) -> None: ...
