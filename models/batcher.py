@@ -1,0 +1,151 @@
+"""Cross-request micro-batching: futures plus one consumer.
+
+Each submitted item gets a future. One consumer task takes the first waiting
+item, adds whatever else is queued (waiting at most `max_wait_s` for more) up
+to `max_batch_size`, runs the forward pass in a worker thread and resolves every
+future with its own row, or fails every future of the batch with the error.
+Items whose caller went away (cancelled future) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from models.errors import OverloadedError, ShuttingDownError
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+
+
+@dataclass
+class BatcherStats:
+    batches: int = 0
+    items: int = 0
+    largest_batch: int = 0
+
+
+@dataclass
+class _Pending(Generic[ItemT]):
+    item: ItemT
+    future: asyncio.Future[np.ndarray]
+
+
+class MicroBatcher(Generic[ItemT]):
+    """Batches items from concurrent callers into calls of `encode(list) -> (n, dim) array`."""
+
+    def __init__(
+        self,
+        encode: Callable[[Sequence[ItemT]], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        name: str,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_s >= 0")
+        self._encode = encode
+        self.max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._queue: asyncio.Queue[_Pending[ItemT] | None] = asyncio.Queue(maxsize=max_queue)
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = BatcherStats()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the consumer on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._consume(), name=f"batcher-{self._name}")
+
+    async def stop(self) -> None:
+        """Take no new items, finish every queued one, then stop the consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            await self._queue.put(None)  # sentinel: everything before it still gets served
+            await self._task
+
+    async def submit(self, items: Sequence[ItemT]) -> np.ndarray:
+        """Encode `items` (possibly batched with other callers' items); rows in order.
+
+        Raises:
+            OverloadedError: the queue has no room for all of `items`.
+            ShuttingDownError: the batcher is stopping.
+        """
+        if self._closed:
+            raise ShuttingDownError(f"the {self._name} encoder is shutting down")
+        if self._task is None:
+            raise ShuttingDownError(f"the {self._name} encoder is not running")
+        free = self._queue.maxsize - self._queue.qsize()
+        if len(items) > free:
+            raise OverloadedError(
+                f"the {self._name} encoder queue is full ({self._queue.qsize()} items waiting); retry shortly",
+                retry_after=1.0,
+            )
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(item, loop.create_future()) for item in items]
+        for p in pending:
+            self._queue.put_nowait(p)
+        rows = await asyncio.gather(*(p.future for p in pending))
+        return np.stack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+
+    async def _consume(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stopping = self._drain_into(batch)
+            if not stopping and len(batch) < self.max_batch_size and self._max_wait_s > 0:
+                # A short wait lets callers that arrive together share one forward pass.
+                await asyncio.sleep(self._max_wait_s)
+                stopping = self._drain_into(batch)
+            await self._run(batch)
+
+    def _drain_into(self, batch: list[_Pending[ItemT]]) -> bool:
+        """Move queued items into `batch` up to the size cap; True if the stop sentinel was met."""
+        while len(batch) < self.max_batch_size:
+            try:
+                pending = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return False
+            if pending is None:
+                return True
+            batch.append(pending)
+        return False
+
+    async def _run(self, batch: list[_Pending[ItemT]]) -> None:
+        live = [p for p in batch if not p.future.done()]  # cancelled: the caller went away
+        if not live:
+            return
+        self.stats.batches += 1
+        self.stats.items += len(live)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+        try:
+            # The forward pass runs in a thread so the event loop keeps serving requests.
+            rows = await asyncio.to_thread(self._encode, [p.item for p in live])
+            if len(rows) != len(live):
+                raise RuntimeError(f"{self._name} encoder returned {len(rows)} rows for {len(live)} items")
+        except Exception as exc:
+            log.exception("%s batch of %d failed", self._name, len(live))
+            for p in live:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        for p, row in zip(live, rows, strict=True):
+            if not p.future.done():
+                p.future.set_result(row)

@@ -1,0 +1,296 @@
+"""CLIP towers loaded through open_clip's public API.
+
+`load_clip` resolves a model name and a weights spec, loads the model once and
+returns two towers (image and text) that share one interface: `encode(batch)`
+returns L2-normalised float32 rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import text_global_pool
+from PIL import Image
+
+from models.errors import ModelLoadError
+from models.images import decode_image
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL = "demo"
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEMO_CHECKPOINT = Path(__file__).parent / "weights" / "demo.pt"
+# Weights used when --pretrained is not given.
+DEFAULT_PRETRAINED: dict[str, str] = {"ViT-B-32": "laion2b_s34b_b79k", DEMO_MODEL: str(DEMO_CHECKPOINT)}
+NO_WEIGHTS = "none"
+
+_registry_lock = threading.Lock()
+
+
+class ImageTower(Protocol):
+    """The image encoder of a two-tower model."""
+
+    def prepare(self, data: bytes, *, max_pixels: int) -> torch.Tensor:
+        """Decode and preprocess one image (raises InvalidImageError)."""
+        ...
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor: ...
+
+    def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
+        """Encode preprocessed images into an (n, dim) float32 array of unit rows."""
+        ...
+
+
+class TextTower(Protocol):
+    """The text encoder of a two-tower model."""
+
+    def encode(self, batch: Sequence[str]) -> np.ndarray:
+        """Encode texts into an (n, dim) float32 array of unit rows."""
+        ...
+
+
+class WeightsKind(StrEnum):
+    TAG = "tag"
+    HF_HUB = "hf-hub"
+    FILE = "file"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is serving: shown by /ready and /v1/stats."""
+
+    name: str
+    pretrained: str
+    dim: int
+    device: str
+    context_length: int
+    fallback_reason: str | None = None
+
+
+def register_bundled_configs() -> None:
+    """Make the bundled model configs (e.g. `demo`) known to open_clip; idempotent."""
+    with _registry_lock:
+        if DEMO_MODEL not in open_clip.list_models():
+            open_clip.add_model_config(CONFIG_DIR)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without it is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} was asked for, but torch sees no CUDA device")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {device!r}: {exc}") from None
+
+
+def classify_weights(name: str, pretrained: str) -> WeightsKind:
+    """Say what kind of weights spec `pretrained` is, or raise ModelLoadError if none."""
+    if pretrained.startswith("hf-hub:"):
+        return WeightsKind.HF_HUB
+    if name not in open_clip.list_models():
+        raise ModelLoadError(f"unknown model {name!r}; open_clip knows: {', '.join(open_clip.list_models())}")
+    if pretrained.lower() == NO_WEIGHTS:
+        return WeightsKind.NONE
+    if Path(pretrained).is_file():
+        return WeightsKind.FILE
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained in tags:
+        return WeightsKind.TAG
+    raise ModelLoadError(
+        f"--pretrained {pretrained!r} is not a pretrained tag of {name!r} (known: {', '.join(tags) or 'none'}), "
+        "an hf-hub: id, 'none', or an existing checkpoint file"
+    )
+
+
+class ClipImageTower:
+    """Image encoder: bytes → preprocessed tensor (prepare) → embeddings (encode)."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], device: torch.device):
+        self._model = model
+        self._preprocess = preprocess
+        self._device = device
+
+    def prepare(self, data: bytes, *, max_pixels: int) -> torch.Tensor:
+        """Decode and preprocess one image; CPU work meant to run in a worker thread."""
+        return self.preprocess(decode_image(data, max_pixels=max_pixels))
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self._preprocess(image)
+
+    def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
+        pixels = torch.stack(list(batch))
+        if self._device.type == "cuda":
+            pixels = pixels.pin_memory()
+        with torch.inference_mode(), _autocast(self._device):
+            features = self._model.encode_image(pixels.to(self._device, non_blocking=True))  # type: ignore[operator]
+        return _unit_rows(features)
+
+
+class ClipTextTower:
+    """Text encoder: strings → embeddings, with the trimmed-context fast path where it is exact."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], device: torch.device):
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = device
+        # Trimming the padded context is exact only for open_clip's own causal
+        # text transformer pooled at the end-of-text token (argmax of the ids).
+        self.trims_context = (
+            type(model) is open_clip.CLIP
+            and getattr(model, "text_pool_type", None) == "argmax"
+            and getattr(model, "attn_mask", None) is not None
+            and isinstance(tokenizer, SimpleTokenizer)
+        )
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._tokenizer(list(texts))
+
+    def encode(self, batch: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenize(batch).to(self._device)
+        with torch.inference_mode(), _autocast(self._device):
+            if self.trims_context:
+                features = encode_text_trimmed(self._model, tokens)
+            else:
+                features = self._model.encode_text(tokens)  # type: ignore[operator]
+        return _unit_rows(features)
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's CLIP.encode_text, run only up to the batch's last end-of-text token.
+
+    With a causal mask no token attends to the padding after it, and the pooled
+    feature is read at the end-of-text token (the largest id), so cutting the
+    padding changes nothing but the cost. tests/models/test_clip.py checks
+    equality with the public path.
+    """
+    length = int(tokens.argmax(dim=-1).max().item()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()  # type: ignore[union-attr,operator]
+    x = model.token_embedding(tokens).to(cast_dtype)  # type: ignore[operator]
+    x = x + model.positional_embedding[:length].to(cast_dtype)  # type: ignore[index]
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])  # type: ignore[index,operator]
+    x = model.ln_final(x)  # type: ignore[operator]
+    pooled: torch.Tensor = text_global_pool(x, tokens, "argmax")
+    projection = model.text_projection
+    if isinstance(projection, torch.nn.Linear):
+        projected: torch.Tensor = projection(pooled)
+    else:
+        projected = pooled @ projection  # type: ignore[operator]
+    return projected
+
+
+def zero_shot_probabilities(image: np.ndarray, labels: np.ndarray, logit_scale: float) -> np.ndarray:
+    """CLIP's zero-shot classifier: softmax over logit_scale * cosine(image, label prompt)."""
+    logits = logit_scale * (labels @ image).astype(np.float64)
+    exp = np.exp(logits - logits.max())
+    probabilities: np.ndarray = exp / exp.sum()
+    return probabilities
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    # Half precision on GPU roughly doubles throughput; CPU stays in fp32.
+    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda")
+
+
+def _unit_rows(features: torch.Tensor) -> np.ndarray:
+    rows: np.ndarray = F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+    return rows
+
+
+@dataclass(frozen=True)
+class ClipTowers:
+    """A loaded CLIP model as two towers plus what clients need to know about it."""
+
+    image: ImageTower
+    text: TextTower
+    info: ModelInfo
+    logit_scale: float
+
+
+def load_clip(name: str, pretrained: str | None, device: str, *, fallback_to_demo: bool) -> ClipTowers:
+    """Load an open_clip model.
+
+    Args:
+        name: open_clip model name (`ViT-B-32`, ..., or the bundled `demo`).
+        pretrained: an open_clip pretrained tag, an `hf-hub:org/repo` id, a local
+            checkpoint path, or `none` for random weights; None means the model's default.
+        device: `auto`, `cpu`, `cuda`, `cuda:N`.
+        fallback_to_demo: when a tag or hub id cannot be fetched (e.g. no network),
+            log one line and serve the bundled demo model instead of failing.
+
+    Raises:
+        ModelLoadError: the model cannot be loaded, with the reason.
+    """
+    register_bundled_configs()
+    spec = pretrained if pretrained is not None else DEFAULT_PRETRAINED.get(name)
+    if spec is None:
+        raise ModelLoadError(
+            f"model {name!r} has no default weights: give --pretrained (a tag, hf-hub: id, path or none)"
+        )
+    torch_device = resolve_device(device)
+    kind = classify_weights(name, spec)
+    try:
+        return _load(name, spec, kind, torch_device)
+    except ModelLoadError as exc:
+        if not (fallback_to_demo and kind in (WeightsKind.TAG, WeightsKind.HF_HUB)):
+            raise
+        reason = str(exc)
+    log.warning(
+        "could not fetch weights %s for %s (%s); serving the bundled demo model instead "
+        "(set CLIPSEARCH_MODEL__FALLBACK_TO_DEMO=false to fail instead)",
+        spec,
+        name,
+        reason.splitlines()[0],
+    )
+    towers = _load(DEMO_MODEL, str(DEMO_CHECKPOINT), WeightsKind.FILE, torch_device)
+    return replace(towers, info=replace(towers.info, fallback_reason=f"{name} {spec}: {reason}"))
+
+
+def _load(name: str, spec: str, kind: WeightsKind, device: torch.device) -> ClipTowers:
+    if kind is WeightsKind.NONE:
+        log.warning("serving %s with RANDOM weights (--pretrained none): for benchmarks only", name)
+    try:
+        if kind is WeightsKind.HF_HUB:
+            # open_clip reads both config and weights from the hub repo.
+            model, _, preprocess = open_clip.create_model_and_transforms(spec, device=device)
+            tokenizer = open_clip.get_tokenizer(spec)
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None if kind is WeightsKind.NONE else spec, device=device
+            )
+            tokenizer = open_clip.get_tokenizer(name)
+    except Exception as exc:  # open_clip raises bare RuntimeErrors and hub errors alike
+        raise ModelLoadError(f"cannot load {name} with weights {spec}: {exc}") from exc
+    model.eval()
+    with torch.inference_mode():
+        probe = model.encode_text(tokenizer(["probe"]).to(device))
+    dim = int(probe.shape[-1])
+    info = ModelInfo(
+        name=name,
+        pretrained=spec,
+        dim=dim,
+        device=str(device),
+        context_length=int(getattr(model, "context_length", 0) or tokenizer(["x"]).shape[-1]),
+    )
+    log.info("loaded %s (%s) on %s, %d-d embeddings", name, spec, device, dim)
+    return ClipTowers(
+        image=ClipImageTower(model, preprocess, device),
+        text=ClipTextTower(model, tokenizer, device),
+        info=info,
+        logit_scale=float(model.logit_scale.exp().item()),
+    )

@@ -1,0 +1,88 @@
+"""The async face of the CLIP towers: decoding in threads, batching across requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.batcher import MicroBatcher
+from models.clip import ClipTowers, ModelInfo, zero_shot_probabilities
+from models.errors import InvalidImageError
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    probability: float
+    score: float  # cosine similarity of image and prompt
+
+
+class Encoder:
+    """Embeds images and texts with one micro-batcher per tower."""
+
+    def __init__(
+        self,
+        towers: ClipTowers,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        max_pixels: int,
+    ) -> None:
+        self.towers = towers
+        self._max_pixels = max_pixels
+        self.images: MicroBatcher[torch.Tensor] = MicroBatcher(
+            towers.image.encode, max_batch_size=max_batch_size, max_wait_s=max_wait_s, max_queue=max_queue, name="image"
+        )
+        self.texts: MicroBatcher[str] = MicroBatcher(
+            towers.text.encode, max_batch_size=max_batch_size, max_wait_s=max_wait_s, max_queue=max_queue, name="text"
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.towers.info
+
+    def start(self) -> None:
+        self.images.start()
+        self.texts.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(self.images.stop(), self.texts.stop())
+
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) unit rows, one per text."""
+        return await self.texts.submit(texts)
+
+    async def embed_images(self, images: Sequence[tuple[str, bytes]]) -> np.ndarray:
+        """(n, dim) unit rows, one per (name, bytes) image.
+
+        Raises:
+            InvalidImageError: naming the first image that cannot be used.
+        """
+        # Decoding and preprocessing are CPU work in Pillow and torchvision;
+        # worker threads keep the event loop free and overlap with the model.
+        results = await asyncio.gather(
+            *(asyncio.to_thread(self.towers.image.prepare, data, max_pixels=self._max_pixels) for _, data in images),
+            return_exceptions=True,
+        )
+        pixels: list[torch.Tensor] = []
+        for (name, _), result in zip(images, results, strict=True):
+            if isinstance(result, InvalidImageError):
+                raise InvalidImageError(f"{name}: {result}")
+            if isinstance(result, BaseException):
+                raise result
+            pixels.append(result)
+        return await self.images.submit(pixels)
+
+    async def classify(self, image: tuple[str, bytes], labels: Sequence[str], template: str) -> list[LabelScore]:
+        """Zero-shot classification of one image over `labels`, best first."""
+        prompts = [template.replace("{}", label) for label in labels]
+        image_row, label_rows = await asyncio.gather(self.embed_images([image]), self.embed_texts(prompts))
+        scores = label_rows @ image_row[0]
+        probabilities = zero_shot_probabilities(image_row[0], label_rows, self.towers.logit_scale)
+        ranked = sorted(zip(labels, probabilities, scores, strict=True), key=lambda t: -t[1])
+        return [LabelScore(label, float(p), float(s)) for label, p, s in ranked]

@@ -1,0 +1,59 @@
+"""Decoding uploaded bytes into RGB images the way every tower expects them."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.errors import InvalidImageError
+
+# Pillow's own bomb check is a warning below 2x its limit; our own limit is
+# checked explicitly in decode_image, so Pillow's only has to stay out of the way.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode image bytes into an upright 8-bit RGB image.
+
+    Applies the EXIF orientation, takes the first frame of animations,
+    composites transparency over white and scales 16-bit images to 8 bits.
+
+    Raises:
+        InvalidImageError: empty or undecodable bytes, or more than `max_pixels` pixels.
+    """
+    if not data:
+        raise InvalidImageError("the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidImageError(
+                    f"the image has {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except InvalidImageError:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImageError("the file is not an image in a format this service reads") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidImageError(f"the image cannot be decoded: {exc}") from None
+    return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # Pillow's convert('RGB') clips 16-bit values instead of scaling them.
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -1,0 +1,77 @@
+"""A deterministic fake CLIP: embeddings follow the mean colour of an image or
+the colour word of a text, so API tests can assert ranks without a real model."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.clip import ClipTowers, ModelInfo
+from models.images import decode_image
+
+DIM = 8
+COLOURS = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0),
+    "white": (1.0, 1.0, 1.0),
+    "black": (0.0, 0.0, 0.0),
+}
+
+
+def colour_vector(rgb: Sequence[float]) -> np.ndarray:
+    r, g, b = rgb
+    v = np.array([r, g, b, 1 - r, 1 - g, 1 - b, 0.05, 0.05], dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+class FakeImageTower:
+    def __init__(self) -> None:
+        self.fail_next = False
+
+    def prepare(self, data: bytes, *, max_pixels: int) -> torch.Tensor:
+        return self.preprocess(decode_image(data, max_pixels=max_pixels))
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0) / 255.0)
+
+    def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("the fake image tower was told to fail")
+        return np.stack([colour_vector(t.tolist()) for t in batch])
+
+
+class FakeTextTower:
+    def encode(self, batch: Sequence[str]) -> np.ndarray:
+        return np.stack([self._one(text) for text in batch])
+
+    def _one(self, text: str) -> np.ndarray:
+        for word in text.lower().replace(".", " ").split():
+            if word in COLOURS:
+                return colour_vector(COLOURS[word])
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+
+def fake_towers() -> ClipTowers:
+    return ClipTowers(
+        image=FakeImageTower(),
+        text=FakeTextTower(),
+        info=ModelInfo(name="fake", pretrained="none", dim=DIM, device="cpu", context_length=77),
+        logit_scale=100.0,
+    )
+
+
+def image_bytes(colour: str | tuple[int, int, int], *, size: tuple[int, int] = (16, 16), fmt: str = "PNG") -> bytes:
+    rgb = tuple(int(c * 255) for c in COLOURS[colour]) if isinstance(colour, str) else colour
+    buffer = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buffer, format=fmt)
+    return buffer.getvalue()

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from models.clip import (
+    DEMO_MODEL,
+    encode_text_trimmed,
+    load_clip,
+    register_bundled_configs,
+    zero_shot_probabilities,
+)
+from models.errors import ModelLoadError
+from models.scenes import render, scene_set
+
+TEXTS = ["a red circle", "a small blue star on the left and a large green square at the top", "wow!", "!!", "x"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised demo-architecture model saved like any open_clip checkpoint."""
+    register_bundled_configs()
+    torch.manual_seed(1234)
+    model = open_clip.create_model(DEMO_MODEL)
+    path = tmp_path_factory.mktemp("ckpt") / "random-demo.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_checkpoint_path_loads_and_embeds_exactly_like_open_clips_reference_pipeline(checkpoint):
+    towers = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False)
+    model, _, preprocess = open_clip.create_model_and_transforms(DEMO_MODEL, pretrained=str(checkpoint))
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(DEMO_MODEL)
+    images = [render(scene, size=96) for scene in scene_set(5, 4)]
+    with torch.no_grad():
+        ref_images = F.normalize(model.encode_image(torch.stack([preprocess(i) for i in images])), dim=-1).numpy()
+        ref_texts = F.normalize(model.encode_text(tokenizer(TEXTS)), dim=-1).numpy()
+    ours_images = towers.image.encode([towers.image.prepare(png(i), max_pixels=10**7) for i in images])
+    ours_texts = towers.text.encode(TEXTS)
+    np.testing.assert_allclose(ours_images, ref_images, atol=1e-5)
+    np.testing.assert_allclose(ours_texts, ref_texts, atol=1e-5)
+    assert ours_images.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours_texts, axis=1), 1.0, atol=1e-5)
+    assert towers.info.pretrained == str(checkpoint) and towers.info.dim == 64
+    assert towers.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()))
+
+
+@pytest.mark.parametrize("name", [DEMO_MODEL, "ViT-B-32"])
+def test_the_trimmed_text_path_equals_open_clips_encode_text(name):
+    register_bundled_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model(name).eval()
+    tokens = open_clip.get_tokenizer(name)(TEXTS)
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        trimmed = encode_text_trimmed(model, tokens)
+    np.testing.assert_allclose(trimmed.numpy(), full.numpy(), atol=1e-5)
+
+
+def test_the_text_tower_uses_the_trimmed_path_for_clip_models(checkpoint):
+    towers = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False)
+    assert towers.text.trims_context  # type: ignore[attr-defined]
+
+
+def test_random_weights_are_served_when_asked_for():
+    towers = load_clip(DEMO_MODEL, "none", "cpu", fallback_to_demo=False)
+    assert towers.info.pretrained == "none"
+
+
+def test_an_unknown_model_name_is_refused_with_the_known_ones():
+    with pytest.raises(ModelLoadError, match=r"unknown model 'ViT-Nope'.*ViT-B-32"):
+        load_clip("ViT-Nope", "none", "cpu", fallback_to_demo=True)
+
+
+def test_an_unknown_pretrained_spec_is_refused_with_the_known_tags():
+    with pytest.raises(ModelLoadError, match=r"not a pretrained tag of 'ViT-B-32'.*laion2b_s34b_b79k"):
+        load_clip("ViT-B-32", "no-such-tag-or-file", "cpu", fallback_to_demo=True)
+
+
+def test_unfetchable_default_weights_fall_back_to_the_demo_model():
+    # tests/conftest.py sets HF_HUB_OFFLINE, so the download fails at once.
+    towers = load_clip("ViT-B-32", None, "cpu", fallback_to_demo=True)
+    assert towers.info.name == DEMO_MODEL
+    assert towers.info.fallback_reason is not None and "laion2b_s34b_b79k" in towers.info.fallback_reason
+
+
+def test_without_fallback_unfetchable_weights_fail_with_a_clear_message():
+    with pytest.raises(ModelLoadError, match="cannot load ViT-B-32 with weights laion2b_s34b_b79k"):
+        load_clip("ViT-B-32", None, "cpu", fallback_to_demo=False)
+
+
+def test_asking_for_cuda_without_a_gpu_is_a_load_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ModelLoadError, match="no CUDA device"):
+        load_clip(DEMO_MODEL, "none", "cuda", fallback_to_demo=False)
+
+
+def test_zero_shot_probabilities_are_a_softmax_over_scaled_cosines():
+    image = np.array([1.0, 0.0], dtype=np.float32)
+    labels = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    probabilities = zero_shot_probabilities(image, labels, logit_scale=2.0)
+    assert probabilities.sum() == pytest.approx(1.0)
+    assert probabilities[0] == pytest.approx(np.exp(2) / (np.exp(2) + 1))
