@@ -1,0 +1,62 @@
+"""The app factory: build the towers, batchers and store in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from index.store import SqliteFaissStore
+from models.clip import ClipTowers, load_clip
+from models.encoder import Encoder
+from service.deps import Runtime
+from service.errors import install_error_handlers
+from service.routes import classify, embed, images, search, system
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastAPI:
+    """Build the app. `towers` replaces loading the configured model (tests pass a fake)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = towers
+        if loaded is None:
+            m = settings.model
+            # Loading reads hundreds of MB and may download: keep it off the event loop.
+            loaded = await asyncio.to_thread(
+                load_clip, m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo
+            )
+        store = await asyncio.to_thread(SqliteFaissStore, settings.store.data_dir, loaded.info.dim, loaded.info.name)
+        b = settings.batching
+        encoder = Encoder(
+            loaded,
+            max_batch_size=b.max_batch_size,
+            max_wait_s=b.max_batch_wait_ms / 1000,
+            max_queue=b.max_queue,
+            max_pixels=settings.limits.max_image_pixels,
+        )
+        encoder.start()
+        app.state.runtime = Runtime(settings=settings, encoder=encoder, store=store)
+        log.info("serving %s with %d items from %s", loaded.info.name, store.count(), settings.store.data_dir)
+        try:
+            yield
+        finally:
+            await encoder.stop()
+            store.close()
+
+    app = FastAPI(
+        title="clipsearch",
+        version="0.1.0",
+        description="Zero-shot image–text retrieval with CLIP and FAISS.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (system, images, search, classify, embed):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,97 @@
+"""The one table from errors to HTTP answers: {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index.errors import (
+    IncompatibleStoreError,
+    InvalidItemError,
+    ItemNotFoundError,
+    StorageUnavailableError,
+    StoreError,
+)
+from models.errors import InvalidImageError, ModelError, ModelLoadError, OverloadedError, ShuttingDownError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A request the HTTP layer itself refuses (wrong form fields, too many files, ...)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+# Most specific first: the first matching class wins.
+ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
+    (ItemNotFoundError, 404, "not_found"),
+    (InvalidItemError, 400, "invalid_input"),
+    (InvalidImageError, 400, "invalid_image"),
+    (OverloadedError, 429, "overloaded"),
+    (StorageUnavailableError, 507, "storage_unavailable"),
+    (IncompatibleStoreError, 409, "incompatible_store"),
+    (ShuttingDownError, 503, "shutting_down"),
+    (ModelLoadError, 503, "model_unavailable"),
+    (ModelError, 500, "model_error"),
+    (StoreError, 500, "store_error"),
+]
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body",))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    return "; ".join(parts) or "the request is not valid"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the table above, validation errors and Starlette's own HTTP errors."""
+
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(500, "internal_error", "the server failed to answer this request; see its log")
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        for cls, status, code in ERROR_TABLE:
+            if isinstance(exc, cls):
+                if status >= 500:
+                    log.error("%s: %s", code, exc)
+                headers = (
+                    {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, OverloadedError) else None
+                )
+                return error_response(status, code, str(exc), headers)
+        return await unexpected_error(request, exc)
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, str(exc))
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, "validation_error", _describe_validation(exc))
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
+
+    app.add_exception_handler(Exception, unexpected_error)
+    app.add_exception_handler(ModelError, domain_error)
+    app.add_exception_handler(StoreError, domain_error)
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

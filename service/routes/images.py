@@ -1,0 +1,105 @@
+"""Indexed images: add, list, get, delete, similar, embedding."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from index.types import NewItem
+from service.deps import EncoderDep, SettingsDep, StoreDep
+from service.errors import ApiError
+from service.inputs import check_k, check_metadata, parse_filter, parse_json_field, read_uploads
+from service.schemas import EmbeddingsResponse, ItemOut, ItemPage, ItemsCreated, SearchHit, SearchResponse
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+
+@router.post("", status_code=201, response_model=ItemsCreated)
+async def add_images(
+    encoder: EncoderDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    files: Annotated[list[UploadFile], File(description="one or more image files")],
+    ids: Annotated[list[str] | None, Form(description="one id per file, in order; omitted: generated")] = None,
+    metadata: Annotated[
+        list[str] | None, Form(description='one JSON object per file, in order (e.g. {"album": "x"})')
+    ] = None,
+) -> ItemsCreated:
+    """Embed and store images. An existing id is replaced (upsert). Stored durably before the answer."""
+    limits = settings.limits
+    uploads = await read_uploads(files, limits)
+    if ids is not None and len(ids) != len(uploads):
+        raise ApiError(422, "validation_error", f"{len(ids)} ids for {len(uploads)} files: give one id per file")
+    if metadata is not None and len(metadata) != len(uploads):
+        raise ApiError(
+            422, "validation_error", f"{len(metadata)} metadata fields for {len(uploads)} files: give one per file"
+        )
+    metas = [
+        check_metadata(parse_json_field(raw, f"metadata of {name}"), f"metadata of {name}", limits)
+        for raw, (name, _) in zip(metadata or ["{}"] * len(uploads), uploads, strict=True)
+    ]
+    vectors = await encoder.embed_images(uploads)
+    new_items = [
+        NewItem(vector=vector, id=ids[i] if ids is not None else None, metadata=metas[i])
+        for i, vector in enumerate(vectors)
+    ]
+    # SQLite commits with fsync: blocking I/O, so off the event loop.
+    stored = await asyncio.to_thread(store.upsert, new_items)
+    return ItemsCreated(items=[ItemOut(id=i.id, metadata=i.metadata, created_at=i.created_at) for i in stored])
+
+
+@router.get("", response_model=ItemPage)
+async def list_images(
+    store: StoreDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ItemPage:
+    """Stored items in insertion order, a page at a time."""
+    items = await asyncio.to_thread(store.page, offset, limit)
+    return ItemPage(
+        items=[ItemOut(id=i.id, metadata=i.metadata, created_at=i.created_at) for i in items],
+        total=await asyncio.to_thread(store.count),
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/{item_id}", response_model=ItemOut)
+async def get_image(store: StoreDep, item_id: str) -> ItemOut:
+    item = await asyncio.to_thread(store.get, item_id)
+    return ItemOut(id=item.id, metadata=item.metadata, created_at=item.created_at)
+
+
+@router.delete("/{item_id}", status_code=204)
+async def delete_image(store: StoreDep, item_id: str) -> Response:
+    """Remove the item; it is gone from searches when this answers."""
+    await asyncio.to_thread(store.delete, item_id)
+    return Response(status_code=204)
+
+
+@router.get("/{item_id}/embedding", response_model=EmbeddingsResponse)
+async def get_embedding(store: StoreDep, encoder: EncoderDep, item_id: str) -> EmbeddingsResponse:
+    """The stored (normalised) embedding of one item."""
+    vector = await asyncio.to_thread(store.vector, item_id)
+    return EmbeddingsResponse(model=encoder.info.name, dim=store.dim, embeddings=[vector.tolist()])
+
+
+@router.get("/{item_id}/similar", response_model=SearchResponse)
+async def similar_images(
+    store: StoreDep,
+    settings: SettingsDep,
+    item_id: str,
+    k: Annotated[int, Query()] = 10,
+    min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    filter: Annotated[str | None, Query(description="JSON filter, as in text search")] = None,
+) -> SearchResponse:
+    """Items most similar to an indexed one (the item itself left out)."""
+    check_k(k, settings.limits)
+    filters = parse_filter(filter)
+    vector = await asyncio.to_thread(store.vector, item_id)
+    hits = await asyncio.to_thread(
+        lambda: store.search(vector, k, filters=filters, min_score=min_score, exclude_id=item_id)
+    )
+    return SearchResponse(results=[SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits])

@@ -1,0 +1,45 @@
+"""Liveness, readiness and collection statistics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from service.deps import EncoderDep, StoreDep
+from service.schemas import HealthResponse, ModelOut, ReadyResponse, StatsResponse
+
+router = APIRouter(tags=["system"])
+
+
+def _model_out(encoder: EncoderDep) -> ModelOut:
+    info = encoder.info
+    return ModelOut(
+        name=info.name,
+        pretrained=info.pretrained,
+        dim=info.dim,
+        device=info.device,
+        fallback_reason=info.fallback_reason,
+    )
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health() -> HealthResponse:
+    """The process is alive and answering."""
+    return HealthResponse()
+
+
+@router.get("/ready", response_model=ReadyResponse)
+async def ready(encoder: EncoderDep, store: StoreDep) -> ReadyResponse:
+    """The model and the store are loaded; says which model is serving."""
+    return ReadyResponse(model=_model_out(encoder), count=await asyncio.to_thread(store.count))
+
+
+@router.get("/v1/stats", response_model=StatsResponse)
+async def stats(encoder: EncoderDep, store: StoreDep) -> StatsResponse:
+    return StatsResponse(
+        count=await asyncio.to_thread(store.count),
+        dim=store.dim,
+        index_type=store.index_type,
+        model=_model_out(encoder),
+    )

@@ -1,0 +1,131 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from index.types import FieldFilter, Scalar
+
+
+class InFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    in_: list[Scalar] = Field(alias="in", min_length=1, max_length=1000, description="field equals any of these")
+
+
+FilterValue = Scalar | InFilter
+Filter = dict[str, FilterValue]
+
+FILTER_DESCRIPTION = (
+    'Metadata conditions, all of which must hold: `{"field": value}` (equals) or '
+    '`{"field": {"in": [v1, v2]}}`; dots reach nested fields (`"exif.camera"`).'
+)
+
+
+def to_field_filters(raw: Filter | None) -> list[FieldFilter]:
+    """Translate the JSON filter into the store's FieldFilter list."""
+    if not raw:
+        return []
+    return [
+        FieldFilter(name, tuple(value.in_) if isinstance(value, InFilter) else (value,)) for name, value in raw.items()
+    ]
+
+
+class TextSearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"query": "a red circle", "k": 5, "filter": {"album": "shapes"}}]},
+    )
+    query: str = Field(min_length=1, description="what to look for, in words")
+    k: int = Field(10, ge=1, description="how many results")
+    filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
+    min_score: float | None = Field(None, ge=-1, le=1, description="drop results below this cosine similarity")
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float = Field(description="cosine similarity to the query, in [-1, 1]")
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"results": [{"id": "img-1", "score": 0.31, "metadata": {"album": "shapes"}}]}]}
+    )
+    results: list[SearchHit]
+
+
+class ItemOut(BaseModel):
+    id: str
+    metadata: dict[str, Any]
+    created_at: float = Field(description="Unix time the item was last written")
+
+
+class ItemsCreated(BaseModel):
+    items: list[ItemOut]
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class TextEmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["a red circle"]}]})
+    texts: list[str] = Field(min_length=1, description="texts to embed")
+
+
+class EmbeddingsResponse(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]] = Field(description="L2-normalised float32 vectors, one per input")
+
+
+class LabelOut(BaseModel):
+    label: str
+    probability: float = Field(description="softmax over the labels of the model's scaled logits")
+    score: float = Field(description="cosine similarity of the image and the label's prompt")
+
+
+class ClassifyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"labels": [{"label": "circle", "probability": 0.93, "score": 0.29}]}]}
+    )
+    labels: list[LabelOut]
+
+
+class ModelOut(BaseModel):
+    name: str
+    pretrained: str
+    dim: int
+    device: str
+    fallback_reason: str | None = Field(None, description="why the configured model is not the one serving")
+
+
+class StatsResponse(BaseModel):
+    count: int
+    dim: int
+    index_type: str
+    model: ModelOut
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: ModelOut
+    count: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

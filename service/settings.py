@@ -1,0 +1,63 @@
+"""The one settings object. Environment variables use the prefix CLIPSEARCH_ and
+`__` between a group and its field: CLIPSEARCH_MODEL__NAME, CLIPSEARCH_STORE__DATA_DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelSettings(BaseModel):
+    name: str = Field("ViT-B-32", description="open_clip model name, or `demo` for the bundled demo model")
+    pretrained: str | None = Field(
+        None,
+        description="open_clip pretrained tag, `hf-hub:org/repo`, a checkpoint path, or `none`; "
+        "unset: the model's default (ViT-B-32: laion2b_s34b_b79k)",
+    )
+    device: str = Field("auto", description="`auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`")
+    fallback_to_demo: bool = Field(
+        True, description="serve the bundled demo model when the weights cannot be fetched (no network)"
+    )
+
+
+class StoreSettings(BaseModel):
+    data_dir: Path = Field(Path("data"), description="directory of the durable store")
+
+
+class BatchingSettings(BaseModel):
+    max_batch_size: int = Field(32, ge=1, le=4096, description="largest forward pass; 1 turns batching off")
+    max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits for more items")
+    max_queue: int = Field(1024, ge=1, le=1_000_000, description="items waiting per tower before 429")
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest image file")
+    max_files: int = Field(64, ge=1, description="most files in one request")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image (width x height)")
+    max_text_chars: int = Field(2000, ge=1, description="longest query or label text")
+    max_k: int = Field(1000, ge=1, description="most results one search returns")
+    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest metadata object, as JSON")
+    max_labels: int = Field(1000, ge=1, description="most labels in one classify request")
+    max_texts: int = Field(256, ge=1, description="most texts in one embed request")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIPSEARCH_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+    model: ModelSettings = ModelSettings()
+    store: StoreSettings = StoreSettings()
+    batching: BatchingSettings = BatchingSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        levels = ("critical", "error", "warning", "info", "debug")
+        if value.lower() not in levels:
+            raise ValueError(f"log_level must be one of {', '.join(levels)}")
+        return value.lower()

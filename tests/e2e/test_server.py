@@ -1,0 +1,134 @@
+"""The real service as a process, driven over HTTP with httpx."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.clip import DEMO_MODEL, register_bundled_configs
+from models.scenes import Scene, SceneObject, render, scene_set
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def png(scene: Scene, size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    render(scene, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def one_object(shape: str, colour: str, seed: int) -> Scene:
+    return Scene((SceneObject(shape, colour, "large", "centre"),), (128, 128, 128), False, seed)
+
+
+def add(client, files: dict[str, bytes], metadata: dict[str, dict] | None = None):
+    response = client.post(
+        "/v1/images",
+        files=[("files", (f"{name}.png", data, "image/png")) for name, data in files.items()],
+        data={"ids": list(files), "metadata": [json.dumps((metadata or {}).get(n, {})) for n in files]},
+    )
+    assert response.status_code == 201, response.text
+    return response
+
+
+def test_add_search_delete_and_everything_is_still_there_after_a_restart(tmp_path):
+    scenes = scene_set(11, 6)
+    with ServerProcess(tmp_path / "data", "--model", "demo") as server, server.client() as client:
+        add(client, {f"s{i}": png(s) for i, s in enumerate(scenes)}, {f"s{i}": {"i": i} for i in range(6)})
+        assert client.delete("/v1/images/s5").status_code == 204
+        before = client.post("/v1/search/text", json={"query": scenes[0].caption(), "k": 10}).json()["results"]
+        assert len(before) == 5 and "s5" not in {r["id"] for r in before}
+
+        server.restart()
+        again = client.post("/v1/search/text", json={"query": scenes[0].caption(), "k": 10}).json()["results"]
+        assert [(r["id"], r["metadata"]) for r in again] == [(r["id"], r["metadata"]) for r in before]
+        assert [r["score"] for r in again] == pytest.approx([r["score"] for r in before], abs=1e-6)
+        assert client.get("/v1/images/s5").status_code == 404
+        assert client.get("/v1/stats").json()["count"] == 5
+
+
+def test_an_add_acknowledged_just_before_kill_9_is_there_after_restart(tmp_path):
+    server = ServerProcess(tmp_path / "data", "--model", "demo").start()
+    try:
+        with server.client() as client:
+            add(client, {"kept": png(scene_set(3, 1)[0])}, {"kept": {"note": "acknowledged"}})
+            server.kill()
+            server.start()
+            assert client.get("/v1/images/kept").json()["metadata"] == {"note": "acknowledged"}
+            assert client.get("/v1/images/kept/similar").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_the_demo_model_finds_the_red_circle_by_text(tmp_path):
+    shapes = {
+        "red-circle": one_object("circle", "red", 1),
+        "blue-circle": one_object("circle", "blue", 2),
+        "red-square": one_object("square", "red", 3),
+        "green-triangle": one_object("triangle", "green", 4),
+        "yellow-star": one_object("star", "yellow", 5),
+        "red-star": one_object("star", "red", 6),
+    }
+    with ServerProcess(tmp_path / "data", "--model", "demo") as server, server.client() as client:
+        add(client, {name: png(scene) for name, scene in shapes.items()})
+        results = client.post("/v1/search/text", json={"query": "a red circle", "k": 3}).json()["results"]
+        assert results[0]["id"] == "red-circle"
+        by_image = client.post(
+            "/v1/search/image", files={"file": ("q.png", png(one_object("circle", "red", 99), size=128))}
+        ).json()["results"]
+        assert by_image[0]["id"] == "red-circle"
+        labels = client.post(
+            "/v1/classify",
+            files={"file": ("q.png", png(one_object("triangle", "green", 7)))},
+            data={"labels": ["circle", "square", "triangle", "star"], "template": "a green {}"},
+        ).json()["labels"]
+        assert labels[0]["label"] == "triangle"
+
+
+def test_default_weights_that_cannot_be_fetched_fall_back_to_the_demo_model(tmp_path):
+    with ServerProcess(tmp_path / "data") as server, server.client() as client:
+        model = client.get("/ready").json()["model"]
+        assert model["name"] == "demo"
+        assert "laion2b_s34b_b79k" in model["fallback_reason"]
+        assert client.get("/v1/stats").json()["model"] == model
+    fallback_lines = [line for line in server.log().splitlines() if "serving the bundled demo model instead" in line]
+    assert len(fallback_lines) == 1
+
+
+def test_with_the_fallback_off_start_up_fails_with_a_clear_message(tmp_path):
+    server = ServerProcess(tmp_path / "data", env={"CLIPSEARCH_MODEL__FALLBACK_TO_DEMO": "false"})
+    with pytest.raises(RuntimeError, match="server exited"):
+        server.start()
+    assert "cannot load ViT-B-32 with weights laion2b_s34b_b79k" in server.log()
+
+
+def test_a_checkpoint_path_serves_the_same_embeddings_as_open_clips_reference(tmp_path):
+    register_bundled_configs()
+    torch.manual_seed(7)
+    reference = open_clip.create_model(DEMO_MODEL)
+    checkpoint = tmp_path / "my-clip.pt"
+    torch.save(reference.state_dict(), checkpoint)
+    model, _, preprocess = open_clip.create_model_and_transforms(DEMO_MODEL, pretrained=str(checkpoint))
+    model.eval()
+    scenes = scene_set(21, 3)
+    texts = [s.caption() for s in scenes]
+    with torch.no_grad():
+        ref_images = F.normalize(model.encode_image(torch.stack([preprocess(render(s)) for s in scenes])), dim=-1)
+        ref_texts = F.normalize(model.encode_text(open_clip.get_tokenizer(DEMO_MODEL)(texts)), dim=-1)
+
+    args = ("--model", "demo", "--pretrained", str(checkpoint))
+    with ServerProcess(tmp_path / "data", *args) as server, server.client() as client:
+        assert client.get("/ready").json()["model"]["pretrained"] == str(checkpoint)
+        served_texts = client.post("/v1/embed/text", json={"texts": texts}).json()["embeddings"]
+        served_images = client.post(
+            "/v1/embed/image", files=[("files", (f"{i}.png", png(s))) for i, s in enumerate(scenes)]
+        ).json()["embeddings"]
+    np.testing.assert_allclose(np.array(served_texts), ref_texts.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.array(served_images), ref_images.numpy(), atol=1e-5)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from pydantic import ValidationError
+
+from service.cli import build_settings
+from service.settings import Settings
+
+
+def test_defaults_serve_vit_b_32_on_port_8000():
+    settings = Settings()
+    assert (settings.model.name, settings.model.pretrained, settings.port) == ("ViT-B-32", None, 8000)
+
+
+def test_environment_variables_use_one_prefix_and_double_underscores(monkeypatch):
+    monkeypatch.setenv("CLIPSEARCH_PORT", "9001")
+    monkeypatch.setenv("CLIPSEARCH_MODEL__NAME", "demo")
+    monkeypatch.setenv("CLIPSEARCH_STORE__DATA_DIR", "/tmp/somewhere")
+    monkeypatch.setenv("CLIPSEARCH_BATCHING__MAX_BATCH_SIZE", "1")
+    settings = Settings()
+    assert settings.port == 9001
+    assert settings.model.name == "demo"
+    assert settings.store.data_dir == Path("/tmp/somewhere")
+    assert settings.batching.max_batch_size == 1
+
+
+def test_command_line_options_override_the_environment_and_keep_the_rest(monkeypatch):
+    monkeypatch.setenv("CLIPSEARCH_MODEL__NAME", "demo")
+    monkeypatch.setenv("CLIPSEARCH_MODEL__DEVICE", "cpu")
+    settings = build_settings({"model.pretrained": "none", "port": 1234, "host": None})
+    assert (settings.model.name, settings.model.pretrained, settings.model.device) == ("demo", "none", "cpu")
+    assert settings.port == 1234 and settings.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"batching": {"max_batch_size": 0}},
+        {"port": 70000},
+        {"log_level": "chatty"},
+        {"batching": {"max_batch_wait_ms": -1}},
+    ],
+)
+def test_unsafe_values_are_refused(values):
+    with pytest.raises(ValidationError):
+        Settings(**values)
+
+
+def test_the_cli_reports_a_bad_value_as_a_bad_parameter():
+    with pytest.raises(typer.BadParameter, match="max_batch_size"):
+        build_settings({"batching.max_batch_size": 0})

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import BatchingSettings
+from tests.fakes import fake_towers, image_bytes
+
+
+def test_health_and_ready_answer_and_ready_names_the_model(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready").json()
+    assert ready["status"] == "ready" and ready["model"]["name"] == "fake" and ready["count"] == 0
+
+
+def test_stats_report_count_model_dimension_and_index_type(client):
+    client.post("/v1/images", files=[("files", ("r.png", image_bytes("red")))])
+    assert client.get("/v1/stats").json() == {
+        "count": 1,
+        "dim": 8,
+        "index_type": "flat",
+        "model": {"name": "fake", "pretrained": "none", "dim": 8, "device": "cpu", "fallback_reason": None},
+    }
+
+
+def test_unknown_routes_get_the_error_shape(client):
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}
+
+
+def test_a_full_queue_answers_429_with_retry_after(settings):
+    settings.batching = BatchingSettings(max_queue=1)
+    with TestClient(create_app(settings, towers=fake_towers())) as client:
+        files = [("files", (f"{i}.png", image_bytes("red"))) for i in range(2)]
+        response = client.post("/v1/embed/image", files=files)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "overloaded"
+
+
+def test_a_failing_model_answers_500_in_the_error_shape_and_the_service_recovers(settings):
+    towers = fake_towers()
+    with TestClient(create_app(settings, towers=towers), raise_server_exceptions=False) as client:
+        towers.image.fail_next = True  # type: ignore[attr-defined]
+        response = client.post("/v1/embed/image", files=[("files", ("r.png", image_bytes("red")))])
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"
+        assert client.post("/v1/embed/image", files=[("files", ("r.png", image_bytes("red")))]).status_code == 200
+
+
+def test_openapi_documents_every_route(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in [
+        "/v1/images",
+        "/v1/images/{item_id}",
+        "/v1/images/{item_id}/similar",
+        "/v1/search/text",
+        "/v1/search/image",
+        "/v1/classify",
+        "/v1/embed/text",
+        "/v1/embed/image",
+        "/v1/stats",
+    ]:
+        assert path in paths
