@@ -1,0 +1,36 @@
+# One virtual environment in .venv; every target creates it when needed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install serve test lint bench train-demo eval-demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch and torchvision first and pinned, so nothing pulls in another build.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+serve: install
+	$(VENV)/bin/clipsearch serve
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
+
+train-demo: install
+	$(PY) -m models.train_demo --steps 3000 --seed 0 --out models/weights/demo.pt
+
+eval-demo: install
+	$(PY) -m models.eval_demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
