@@ -168,16 +168,45 @@ def _angles(n: int) -> list[float]:
     return [-math.pi / 2 + 2 * math.pi * i / n for i in range(n)]
 
 
-def training_caption(scene: Scene, rng: random.Random) -> str:
+def perturb(scene: Scene, rng: random.Random, *, exclude: Iterable[tuple[str, str]] = ()) -> Scene:
+    """The scene with one attribute (colour, shape, size or position) of one object changed.
+
+    Such near-copies are hard negatives: telling them apart needs every word of
+    the caption bound to the right object.
+    """
+    excluded = set(exclude)
+    objects = list(scene.objects)
+    i = rng.randrange(len(objects))
+    obj = objects[i]
+    taken = {o.position for o in objects}
+    attributes = ["colour", "shape", "size"] + (["position"] if len(taken) < len(POSITIONS) else [])
+    while True:
+        attribute = rng.choice(attributes)
+        if attribute == "colour":
+            new = SceneObject(obj.shape, rng.choice([c for c in COLOURS if c != obj.colour]), obj.size, obj.position)
+        elif attribute == "shape":
+            new = SceneObject(rng.choice([s for s in SHAPES if s != obj.shape]), obj.colour, obj.size, obj.position)
+        elif attribute == "size":
+            new = SceneObject(obj.shape, obj.colour, "large" if obj.size == "small" else "small", obj.position)
+        else:
+            new = SceneObject(obj.shape, obj.colour, obj.size, rng.choice([p for p in POSITIONS if p not in taken]))
+        if (new.colour, new.shape) not in excluded:
+            break
+    objects[i] = new
+    return Scene(tuple(objects), _background(rng, objects), scene.noisy, rng.randrange(2**31))
+
+
+def training_caption(scene: Scene, rng: random.Random, *, full: bool | None = None) -> str:
     """A caption in one of several phrasings; may leave out attributes or objects.
 
-    Half the time every object is named with every attribute (as in the
-    canonical caption, but in random order and with a random prefix); otherwise
-    sizes and positions are dropped at random and some objects may be left out.
+    With `full` (or, when None, half the time) every object is named with every
+    attribute (as in the canonical caption, but in random order and with a
+    random prefix); otherwise sizes and positions are dropped at random and
+    some objects may be left out.
     """
     objects = list(scene.objects)
     rng.shuffle(objects)
-    if rng.random() < 0.5:
+    if full if full is not None else rng.random() < 0.5:
         phrases = [o.phrase() for o in objects]
     else:
         keep = objects[: rng.randint(1, len(objects))]

@@ -21,7 +21,20 @@ import torch
 import torch.nn.functional as F
 
 from models.clip import DEMO_MODEL, register_bundled_configs
-from models.scenes import HELD_OUT_COMBOS, random_scene, render, training_caption
+from models.scenes import HELD_OUT_COMBOS, Scene, perturb, random_scene, render, training_caption
+
+
+def training_batch(rng: random.Random, batch_size: int) -> tuple[list[Scene], list[str]]:
+    """A batch whose first part is scene/near-copy pairs with full captions (hard
+    negatives for one another), the rest random scenes with captions of any phrasing."""
+    pairs = batch_size * 5 // 16
+    scenes: list[Scene] = []
+    for _ in range(pairs):
+        scene = random_scene(rng, exclude=HELD_OUT_COMBOS)
+        scenes += [scene, perturb(scene, rng, exclude=HELD_OUT_COMBOS)]
+    captions = [training_caption(s, rng, full=True) for s in scenes]
+    rest = [random_scene(rng, exclude=HELD_OUT_COMBOS) for _ in range(batch_size - len(scenes))]
+    return scenes + rest, captions + [training_caption(s, rng) for s in rest]
 
 
 def train(steps: int, batch_size: int, lr: float, seed: int, out: Path, threads: int | None) -> None:
@@ -48,9 +61,9 @@ def train(steps: int, batch_size: int, lr: float, seed: int, out: Path, threads:
         )
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
-        scenes = [random_scene(rng, exclude=HELD_OUT_COMBOS) for _ in range(batch_size)]
+        scenes, captions = training_batch(rng, batch_size)
         images = torch.stack([preprocess(render(s)) for s in scenes])
-        texts = tokenizer([training_caption(s, rng) for s in scenes])
+        texts = tokenizer(captions)
         image_features, text_features, logit_scale = model(images, texts)[:3]
         logits = logit_scale * image_features @ text_features.T
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
