@@ -2,14 +2,21 @@
 
 SQLite is the single source of truth: ids, metadata and vectors live in one
 table, and a write is acknowledged only after its transaction commits with
-`synchronous=FULL`, so it survives a crash or `kill -9`. The FAISS index is
-derived state, rebuilt from SQLite when the store opens and updated after each
+`synchronous=FULL`, so it survives a crash or `kill -9`. The FAISS indexes are
+derived state, rebuilt (or reloaded) when the store opens and updated after each
 commit; a crash between the commit and the FAISS update loses nothing.
+
+Each write gives the item a new `seq` (an upsert deletes the old row), so a
+`seq` names one version of one item, which is what lets an ANN index built in
+the background over a snapshot be brought up to date cheaply (see index/ann.py).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import re
 import sqlite3
 import threading
@@ -17,12 +24,14 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import faiss
 import numpy as np
 
+from index.ann import IndexSpec, IndexType, ann_seqs, build_ann, search_parameters
 from index.errors import (
     IncompatibleStoreError,
     InvalidItemError,
@@ -31,8 +40,14 @@ from index.errors import (
 )
 from index.types import FieldFilter, Hit, Item, Metadata, NewItem
 
+log = logging.getLogger(__name__)
+
 DB_FILE = "store.sqlite3"
+ANN_FILE = "ann.faiss"
+LOCK_FILE = ".lock"
 MAX_ID_LENGTH = 128
+# Rebuild the ANN index once this share of the collection changed since its snapshot.
+REBUILD_FRACTION = 0.1
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 _FIELD_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _SCHEMA = """
@@ -58,36 +73,87 @@ def validate_id(item_id: str) -> str:
     return item_id
 
 
-class SqliteFaissStore:
-    """VectorStore backed by one SQLite file in `data_dir` and an in-memory FAISS index.
+def _flat(dim: int) -> faiss.IndexIDMap2:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
-    Thread-safe: every operation holds one lock, so FAISS never sees a search
-    and a write at once.
+
+@dataclass
+class _Ann:
+    """An ANN index over a snapshot, plus what changed since: `stale` and the exact `delta`."""
+
+    index: faiss.Index
+    kind: IndexType
+    snapshot: np.ndarray  # sorted seqs in `index`
+    stale: set[int]
+    delta: faiss.IndexIDMap2
+    delta_seqs: set[int] = field(default_factory=set)
+
+    def holds(self, seq: int) -> bool:
+        i = int(np.searchsorted(self.snapshot, seq))
+        return i < len(self.snapshot) and int(self.snapshot[i]) == seq
+
+
+class SqliteFaissStore:
+    """VectorStore backed by one SQLite file in `data_dir` and in-memory FAISS indexes.
+
+    Thread-safe: one lock serialises reads and writes of the indexes; an ANN
+    index is built in a background thread without holding it. One process at a
+    time may open a data directory.
     """
 
-    def __init__(self, data_dir: Path, dim: int, model: str) -> None:
+    def __init__(self, data_dir: Path, dim: int, model: str, spec: IndexSpec | None = None) -> None:
         """Open (or create) the store in `data_dir` for `dim`-d vectors from `model`.
 
         Raises:
             IncompatibleStoreError: the directory holds vectors of another dimension.
-            StorageUnavailableError: the directory or database cannot be opened.
+            StorageUnavailableError: the directory cannot be opened, or another process has it open.
         """
         self._dim = dim
+        self._dir = data_dir
+        self._spec = spec or IndexSpec()
         self._lock = threading.RLock()
+        self._closed = False
+        self._builder: threading.Thread | None = None
+        self._ann: _Ann | None = None
+        self._lock_file = self._take_directory(data_dir)
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(data_dir / DB_FILE, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: fsync the WAL on every commit, so an acknowledged write survives power loss too.
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = self._connect()
             self._db.executescript(_SCHEMA)
             self._check_compatible(dim, model)
         except sqlite3.Error as exc:
+            self._lock_file.close()
             raise StorageUnavailableError(f"cannot open the store in {data_dir}: {exc}") from exc
+        except IncompatibleStoreError:
+            self._lock_file.close()
+            raise
+        self._exact = _flat(dim)
+        self._load_exact()
+        self._load_saved_ann()
+        self._maybe_build()
+
+    @staticmethod
+    def _take_directory(data_dir: Path) -> IO[bytes]:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            lock_file = (data_dir / LOCK_FILE).open("ab")
         except OSError as exc:
-            raise StorageUnavailableError(f"cannot create the data directory {data_dir}: {exc}") from exc
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._rebuild()
+            raise StorageUnavailableError(f"cannot use the data directory {data_dir}: {exc}") from exc
+        try:
+            # Two processes writing one directory would each hold a stale index.
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock_file.close()
+            raise StorageUnavailableError(
+                f"the data directory {data_dir} is in use by another process (a running server?)"
+            ) from None
+        return lock_file
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._dir / DB_FILE, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: fsync the WAL on every commit, so an acknowledged write survives power loss too.
+        db.execute("PRAGMA synchronous=FULL")
+        return db
 
     @property
     def dim(self) -> int:
@@ -95,7 +161,8 @@ class SqliteFaissStore:
 
     @property
     def index_type(self) -> str:
-        return "flat"
+        ann = self._ann
+        return "flat" if ann is None else str(ann.kind)
 
     def _check_compatible(self, dim: int, model: str) -> None:
         stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -109,12 +176,111 @@ class SqliteFaissStore:
                 f"but the serving model {model!r} makes {dim}-d vectors: use another --data-dir or the same model"
             )
 
-    def _rebuild(self) -> None:
-        rows = self._db.execute("SELECT seq, vector FROM items ORDER BY seq")
+    def _read_vectors(self, db: sqlite3.Connection) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rows = db.execute("SELECT seq, vector FROM items ORDER BY seq")
         while chunk := rows.fetchmany(65536):
-            ids = np.fromiter((seq for seq, _ in chunk), dtype=np.int64, count=len(chunk))
+            seqs = np.fromiter((seq for seq, _ in chunk), dtype=np.int64, count=len(chunk))
             vectors = np.frombuffer(b"".join(blob for _, blob in chunk), dtype=np.float32).reshape(-1, self._dim)
-            self._index.add_with_ids(vectors, ids)
+            yield seqs, vectors
+
+    def _load_exact(self) -> None:
+        for seqs, vectors in self._read_vectors(self._db):
+            self._exact.add_with_ids(vectors, seqs)
+
+    def _live_seqs(self) -> np.ndarray:
+        return np.sort(faiss.vector_to_array(self._exact.id_map))
+
+    # --- ANN index: load, build in the background, swap in ---------------------------------------
+
+    def _load_saved_ann(self) -> None:
+        path = self._dir / ANN_FILE
+        kind = self._spec.resolve(self._exact.ntotal)
+        if kind is IndexType.FLAT or not path.exists():
+            return
+        try:
+            meta = json.loads((self._dir / (ANN_FILE + ".json")).read_text())
+            if meta["kind"] != kind or meta["encoding"] != self._spec.encoding:
+                return  # built with other settings: rebuild
+            index = faiss.read_index(str(path))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.warning("ignoring the saved ANN index (%s); it will be rebuilt", exc)
+            return
+        self._install_ann(index, kind)
+
+    def _install_ann(self, index: faiss.Index, kind: IndexType) -> None:
+        """Make `index` the serving ANN index; caller holds the lock or owns the store."""
+        snapshot = ann_seqs(index)
+        live = self._live_seqs()
+        delta_seqs = np.setdiff1d(live, snapshot, assume_unique=True)
+        delta = _flat(self._dim)
+        if len(delta_seqs):
+            delta.add_with_ids(self._exact.reconstruct_batch(delta_seqs), delta_seqs)
+        stale = np.setdiff1d(snapshot, live, assume_unique=True)
+        self._ann = _Ann(index, kind, snapshot, set(stale.tolist()), delta, set(delta_seqs.tolist()))
+
+    def _maybe_build(self) -> None:
+        """Start a background build when the ANN index is missing, of the wrong kind, or too far behind."""
+        with self._lock:
+            if self._closed or (self._builder is not None and self._builder.is_alive()):
+                return
+            kind = self._spec.resolve(self._exact.ntotal)
+            ann = self._ann
+            if kind is IndexType.FLAT:
+                self._ann = None
+                return
+            if ann is not None and ann.kind == kind:
+                changed = len(ann.stale) + len(ann.delta_seqs)
+                if changed <= REBUILD_FRACTION * max(len(ann.snapshot), 1):
+                    return
+            self._builder = threading.Thread(target=self._build, args=(kind,), name="ann-build", daemon=True)
+            self._builder.start()
+
+    def _build(self, kind: IndexType) -> None:
+        started = time.monotonic()
+        try:
+            # A separate connection reads a consistent snapshot while writes go on.
+            db = self._connect()
+            try:
+                db.execute("BEGIN")
+                parts = list(self._read_vectors(db))
+                db.execute("COMMIT")
+            finally:
+                db.close()
+            if not parts:
+                return
+            seqs = np.concatenate([s for s, _ in parts])
+            vectors = np.concatenate([v for _, v in parts])
+            del parts
+            index = build_ann(self._spec, kind, vectors, seqs)
+            self._save_ann(index, kind)
+        except Exception:
+            log.exception("building the %s index failed; searches stay exact", kind)
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._install_ann(index, kind)
+        log.info("built the %s index over %d vectors in %.1fs", kind, len(seqs), time.monotonic() - started)
+
+    def _save_ann(self, index: faiss.Index, kind: IndexType) -> None:
+        # Written atomically (temp file, fsync, rename) so a crash leaves the old file or the new one.
+        tmp = self._dir / (ANN_FILE + ".tmp")
+        faiss.write_index(index, str(tmp))
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        meta = {"kind": str(kind), "encoding": str(self._spec.encoding)}
+        meta_tmp = self._dir / (ANN_FILE + ".json.tmp")
+        meta_tmp.write_text(json.dumps(meta))
+        meta_tmp.replace(self._dir / (ANN_FILE + ".json"))
+        tmp.replace(self._dir / ANN_FILE)
+
+    def wait_for_index(self, timeout: float | None = None) -> None:
+        """Block until no background build is running (for tools and tests)."""
+        builder = self._builder
+        if builder is not None:
+            builder.join(timeout)
+
+    # --- writes ----------------------------------------------------------------------------------
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -134,30 +300,59 @@ class SqliteFaissStore:
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+            return int(self._exact.ntotal)
 
     def upsert(self, items: Sequence[NewItem]) -> list[Item]:
         prepared = [self._prepare(item) for item in items]
+        if not prepared:
+            return []
         ids = [item_id for item_id, _, _ in prepared]
         if len(set(ids)) != len(ids):
             raise InvalidItemError("the same id is given more than once in one request")
         now = time.time()
         with self._lock:
             with self._transaction():
-                seqs = []
-                for item_id, vector, metadata in prepared:
-                    row = self._db.execute(
-                        "INSERT INTO items (id, vector, metadata, created_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT(id) DO UPDATE SET vector=excluded.vector, metadata=excluded.metadata, "
-                        "created_at=excluded.created_at RETURNING seq",
+                replaced: list[int] = []
+                for chunk in range(0, len(ids), 500):
+                    part = ids[chunk : chunk + 500]
+                    replaced += [
+                        row[0]
+                        for row in self._db.execute(
+                            f"DELETE FROM items WHERE id IN ({', '.join('?' * len(part))}) RETURNING seq", part
+                        )
+                    ]
+                seqs = [
+                    self._db.execute(
+                        "INSERT INTO items (id, vector, metadata, created_at) VALUES (?, ?, ?, ?) RETURNING seq",
                         (item_id, vector.tobytes(), json.dumps(metadata), now),
-                    ).fetchone()
-                    seqs.append(row[0])
-            seq_array = np.asarray(seqs, dtype=np.int64)
-            # replaced vectors of existing ids; (faiss's stubs miss its numpy wrappers, hence the ignores)
-            self._index.remove_ids(seq_array)  # type: ignore[arg-type]
-            self._index.add_with_ids(np.stack([vector for _, vector, _ in prepared]), seq_array)
+                    ).fetchone()[0]
+                    for item_id, vector, metadata in prepared
+                ]
+            self._apply(
+                np.asarray(seqs, dtype=np.int64),
+                np.stack([vector for _, vector, _ in prepared]),
+                np.asarray(replaced, dtype=np.int64),
+            )
+        self._maybe_build()
         return [Item(item_id, metadata, now) for item_id, _, metadata in prepared]
+
+    def _apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> None:
+        """Bring the FAISS indexes in line with a committed write; caller holds the lock."""
+        if len(removed):
+            self._exact.remove_ids(removed)
+        if len(added):
+            self._exact.add_with_ids(vectors, added)
+        ann = self._ann
+        if ann is None:
+            return
+        gone_from_delta = [s for s in removed.tolist() if not ann.holds(s)]
+        ann.stale.update(s for s in removed.tolist() if ann.holds(s))
+        if gone_from_delta:
+            ann.delta.remove_ids(np.asarray(gone_from_delta, dtype=np.int64))
+            ann.delta_seqs.difference_update(gone_from_delta)
+        if len(added):
+            ann.delta.add_with_ids(vectors, added)
+            ann.delta_seqs.update(added.tolist())
 
     def _prepare(self, item: NewItem) -> tuple[str, np.ndarray, Metadata]:
         item_id = validate_id(item.id) if item.id is not None else uuid.uuid4().hex
@@ -171,6 +366,17 @@ class SqliteFaissStore:
             raise InvalidItemError("metadata must be a JSON object")
         # Unit length makes FAISS inner products cosine similarities.
         return item_id, np.ascontiguousarray(vector / norm), item.metadata
+
+    def delete(self, item_id: str) -> None:
+        with self._lock:
+            with self._transaction():
+                row = self._db.execute("DELETE FROM items WHERE id = ? RETURNING seq", (item_id,)).fetchone()
+            if row is None:
+                raise ItemNotFoundError(item_id)
+            self._apply(np.empty(0, dtype=np.int64), np.empty((0, self._dim), np.float32), np.asarray([row[0]]))
+        self._maybe_build()
+
+    # --- reads -----------------------------------------------------------------------------------
 
     def get(self, item_id: str) -> Item:
         with self._lock:
@@ -193,14 +399,6 @@ class SqliteFaissStore:
             ).fetchall()
         return [Item(r[0], json.loads(r[1]), r[2]) for r in rows]
 
-    def delete(self, item_id: str) -> None:
-        with self._lock:
-            with self._transaction():
-                row = self._db.execute("DELETE FROM items WHERE id = ? RETURNING seq", (item_id,)).fetchone()
-            if row is None:
-                raise ItemNotFoundError(item_id)
-            self._index.remove_ids(np.asarray([row[0]], dtype=np.int64))  # type: ignore[arg-type]
-
     def search(
         self,
         query: np.ndarray,
@@ -210,31 +408,42 @@ class SqliteFaissStore:
         min_score: float | None = None,
         exclude_id: str | None = None,
     ) -> list[Hit]:
-        query = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        query = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         if query.shape[1] != self._dim:
             raise InvalidItemError(f"query vector has {query.shape[1]} dimensions; this store holds {self._dim}")
         if k < 1:
             raise InvalidItemError("k must be at least 1")
+        norm = float(np.linalg.norm(query))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise InvalidItemError("query vector must be finite and non-zero")
+        query = query / norm  # scores are cosine similarities whatever the query's length
         with self._lock:
             exclude_seq = self._seq_of(exclude_id) if exclude_id is not None else None
-            params = None
-            candidates = self._index.ntotal
+            fetch = k + (exclude_seq is not None)
             if filters:
-                # Searching only the matching ids gives the true top-k among
-                # them, where filtering a short list afterwards could miss some.
-                matching = self._matching_seqs(filters)
-                candidates = len(matching)
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(matching))  # type: ignore[call-arg]
-            fetch = min(k + (exclude_seq is not None), candidates)
-            if fetch == 0:
-                return []
-            scores, seqs = self._index.search(query, fetch, params=params)
-            found = [
-                (int(s), float(d)) for s, d in zip(seqs[0], scores[0], strict=True) if s != -1 and s != exclude_seq
-            ]
-            found = [(s, d) for s, d in found if min_score is None or d >= min_score][:k]
+                found = self._search_filtered(query, fetch, filters)
+            elif self._ann is not None:
+                found = self._search_ann(self._ann, query, fetch)
+            else:
+                found = _hits(self._exact, query, min(fetch, self._exact.ntotal))
+            found = [(s, d) for s, d in found if s != exclude_seq and (min_score is None or d >= min_score)][:k]
             rows = self._rows_by_seq([s for s, _ in found])
         return [Hit(rows[s][0], d, rows[s][1]) for s, d in found if s in rows]
+
+    def _search_filtered(self, query: np.ndarray, k: int, filters: Sequence[FieldFilter]) -> list[tuple[int, float]]:
+        # Searching only the matching ids, exactly, gives the true top-k among
+        # them, where filtering a short ANN list afterwards could miss some.
+        matching = self._matching_seqs(filters)
+        if not len(matching):
+            return []
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(matching))
+        return _hits(self._exact, query, min(k, len(matching)), params)
+
+    def _search_ann(self, ann: _Ann, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        params = search_parameters(self._spec, ann.kind, np.fromiter(ann.stale, dtype=np.int64))
+        found = _hits(ann.index, query, min(k, ann.index.ntotal), params)
+        found += _hits(ann.delta, query, min(k, ann.delta.ntotal))
+        return sorted(found, key=lambda hit: -hit[1])[:k]
 
     def _seq_of(self, item_id: str) -> int:
         row = self._db.execute("SELECT seq FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -267,4 +476,18 @@ class SqliteFaissStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._db.close()
+            self._lock_file.close()
+
+
+def _hits(
+    index: faiss.Index, query: np.ndarray, k: int, params: faiss.SearchParameters | None = None
+) -> list[tuple[int, float]]:
+    """(seq, score) pairs of a FAISS search, without FAISS's -1 padding."""
+    if k <= 0:
+        return []
+    scores, seqs = index.search(query, k, params=params)
+    return [(int(s), float(d)) for s, d in zip(seqs[0], scores[0], strict=True) if s != -1]

@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from index.errors import StoreError
 from index.store import SqliteFaissStore
 from models.clip import ClipTowers, load_clip
 from models.encoder import Encoder
+from models.errors import ModelError
 from service.deps import Runtime
 from service.errors import install_error_handlers
 from service.routes import classify, embed, images, search, system
@@ -20,19 +22,28 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
+async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowers, SqliteFaissStore]:
+    """Load the model (unless given) and open the store, off the event loop."""
+    if towers is None:
+        m = settings.model
+        # Loading reads hundreds of MB and may download.
+        towers = await asyncio.to_thread(load_clip, m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo)
+    store = await asyncio.to_thread(
+        SqliteFaissStore, settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()
+    )
+    return towers, store
+
+
 def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastAPI:
     """Build the app. `towers` replaces loading the configured model (tests pass a fake)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = towers
-        if loaded is None:
-            m = settings.model
-            # Loading reads hundreds of MB and may download: keep it off the event loop.
-            loaded = await asyncio.to_thread(
-                load_clip, m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo
-            )
-        store = await asyncio.to_thread(SqliteFaissStore, settings.store.data_dir, loaded.info.dim, loaded.info.name)
+        try:
+            loaded, store = await _open(settings, towers)
+        except (ModelError, StoreError) as exc:
+            log.error("cannot start: %s", exc)
+            raise
         b = settings.batching
         encoder = Encoder(
             loaded,
@@ -40,6 +51,7 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
             max_wait_s=b.max_batch_wait_ms / 1000,
             max_queue=b.max_queue,
             max_pixels=settings.limits.max_image_pixels,
+            text_cache_size=settings.model.text_cache_size,
         )
         encoder.start()
         app.state.runtime = Runtime(settings=settings, encoder=encoder, store=store)

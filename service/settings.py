@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index.ann import Encoding, IndexSpec, IndexType
+
 
 class ModelSettings(BaseModel):
     name: str = Field("ViT-B-32", description="open_clip model name, or `demo` for the bundled demo model")
@@ -20,10 +22,33 @@ class ModelSettings(BaseModel):
     fallback_to_demo: bool = Field(
         True, description="serve the bundled demo model when the weights cannot be fetched (no network)"
     )
+    text_cache_size: int = Field(4096, ge=0, description="query embeddings kept in an LRU cache; 0 turns it off")
 
 
 class StoreSettings(BaseModel):
     data_dir: Path = Field(Path("data"), description="directory of the durable store")
+    index: IndexType = Field(IndexType.AUTO, description="flat (exact), hnsw, ivf, or auto (flat below auto_threshold)")
+    encoding: Encoding = Field(Encoding.FLAT, description="ANN vector storage: flat (float32), sq8 or pq")
+    auto_threshold: int = Field(100_000, ge=1, description="collection size at which auto switches to hnsw")
+    hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree")
+    hnsw_ef_construction: int = Field(64, ge=8, le=2048, description="HNSW build breadth")
+    hnsw_ef_search: int = Field(96, ge=1, le=4096, description="HNSW search breadth (recall vs latency)")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists; unset: about 4 x sqrt(n)")
+    ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs latency)")
+    pq_bytes: int = Field(64, ge=1, description="bytes per vector with the pq encoding")
+
+    def index_spec(self) -> IndexSpec:
+        return IndexSpec(
+            type=self.index,
+            encoding=self.encoding,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.hnsw_ef_construction,
+            hnsw_ef_search=self.hnsw_ef_search,
+            ivf_nlist=self.ivf_nlist,
+            ivf_nprobe=self.ivf_nprobe,
+            pq_bytes=self.pq_bytes,
+            auto_threshold=self.auto_threshold,
+        )
 
 
 class BatchingSettings(BaseModel):

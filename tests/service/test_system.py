@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from index.ann import IndexType
 from service.app import create_app
-from service.settings import BatchingSettings
+from service.settings import BatchingSettings, StoreSettings
 from tests.fakes import fake_towers, image_bytes
 
 
@@ -63,3 +64,13 @@ def test_openapi_documents_every_route(client):
         "/v1/stats",
     ]:
         assert path in paths
+
+
+def test_the_index_setting_reaches_the_store(settings):
+    settings.store = StoreSettings(data_dir=settings.store.data_dir, index=IndexType.IVF)
+    with TestClient(create_app(settings, towers=fake_towers())) as client:
+        files = [("files", (f"{c}.png", image_bytes(c))) for c in ["red", "green", "blue"]]
+        assert client.post("/v1/images", files=files, data={"ids": ["r", "g", "b"]}).status_code == 201
+        client.app.state.runtime.store.wait_for_index()  # type: ignore[attr-defined]
+        assert client.get("/v1/stats").json()["index_type"] == "ivf"
+        assert client.post("/v1/search/text", json={"query": "green", "k": 1}).json()["results"][0]["id"] == "g"
