@@ -75,7 +75,6 @@ class ModelInfo:
     pretrained: str
     dim: int
     device: str
-    context_length: int
     fallback_reason: str | None = None
 
 
@@ -84,6 +83,15 @@ def register_bundled_configs() -> None:
     with _registry_lock:
         if DEMO_MODEL not in open_clip.list_models():
             open_clip.add_model_config(CONFIG_DIR)
+
+
+def model_dim(name: str) -> int:
+    """The embedding dimension of an open_clip model config, without loading weights."""
+    register_bundled_configs()
+    config = open_clip.get_model_config(name)
+    if config is None:
+        raise ModelLoadError(f"unknown model {name!r}; open_clip knows: {', '.join(open_clip.list_models())}")
+    return int(config["embed_dim"])
 
 
 def resolve_device(device: str) -> torch.device:
@@ -280,13 +288,8 @@ def _load(name: str, spec: str, kind: WeightsKind, device: torch.device) -> Clip
     with torch.inference_mode():
         probe = model.encode_text(tokenizer(["probe"]).to(device))
     dim = int(probe.shape[-1])
-    info = ModelInfo(
-        name=name,
-        pretrained=spec,
-        dim=dim,
-        device=str(device),
-        context_length=int(getattr(model, "context_length", 0) or tokenizer(["x"]).shape[-1]),
-    )
+    # A hub repo brings its own architecture: the repo id names the model.
+    info = ModelInfo(name=spec if kind is WeightsKind.HF_HUB else name, pretrained=spec, dim=dim, device=str(device))
     log.info("loaded %s (%s) on %s, %d-d embeddings", name, spec, device, dim)
     return ClipTowers(
         image=ClipImageTower(model, preprocess, device),

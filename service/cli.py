@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 import uvicorn
 from pydantic import ValidationError
+from rich.progress import track
 
+from index.ann import IndexSpec, IndexType
+from index.errors import StoreError
+from index.store import DB_FILE, SqliteFaissStore
+from index.types import NewItem
+from models.clip import model_dim
+from models.errors import ModelLoadError
 from service.app import create_app
 from service.settings import Settings
 
@@ -55,6 +65,9 @@ def serve(
     max_batch_wait_ms: Annotated[
         float | None, typer.Option(help="wait for more items [env CLIPSEARCH_BATCHING__MAX_BATCH_WAIT_MS]")
     ] = None,
+    index: Annotated[
+        IndexType | None, typer.Option(help="auto, flat, hnsw or ivf [env CLIPSEARCH_STORE__INDEX]")
+    ] = None,
 ) -> None:
     """Run the HTTP service."""
     settings = build_settings(
@@ -67,10 +80,82 @@ def serve(
             "model.device": device,
             "batching.max_batch_size": max_batch_size,
             "batching.max_batch_wait_ms": max_batch_wait_ms,
+            "store.index": index,
         }
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _read_lines(path: Path, expected: int, what: str) -> list[str]:
+    lines = path.read_text().splitlines()
+    if len(lines) != expected:
+        raise typer.BadParameter(
+            f"{path} has {len(lines)} lines but there are {expected} vectors: one {what} per vector"
+        )
+    return lines
+
+
+def _stored_dim(data_dir: Path) -> int | None:
+    """The dimension recorded in an existing store, read without opening it for writing."""
+    if not (data_dir / DB_FILE).exists():
+        return None
+    with sqlite3.connect(f"file:{data_dir / DB_FILE}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
+    return int(row[0]) if row else None
+
+
+@cli.command("import-vectors")
+def import_vectors(
+    vectors: Annotated[Path, typer.Option(help="an (n, dim) .npy file of embeddings", exists=True, dir_okay=False)],
+    data_dir: Annotated[Path | None, typer.Option(help="store directory [env CLIPSEARCH_STORE__DATA_DIR]")] = None,
+    ids: Annotated[Path | None, typer.Option(help="one id per line; default: the row number", exists=True)] = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="one JSON object per line (JSON Lines)", exists=True, dir_okay=False)
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="model the vectors came from, for a new store [env CLIPSEARCH_MODEL__NAME]")
+    ] = None,
+    chunk: Annotated[int, typer.Option(min=1, help="vectors per transaction")] = 20_000,
+) -> None:
+    """Load precomputed embeddings (e.g. clip-retrieval's .npy files) into a data directory.
+
+    Vectors are checked against the store's (or the model's) dimension, normalised,
+    and written durably like any other write. Stop the server on that directory first.
+    """
+    settings = build_settings({"store.data_dir": data_dir, "model.name": model})
+    array = np.load(vectors, mmap_mode="r")
+    if array.ndim != 2:
+        raise typer.BadParameter(f"{vectors} holds an array of shape {array.shape}; expected (n, dim)")
+    try:
+        dim = _stored_dim(settings.store.data_dir) or model_dim(settings.model.name)
+    except ModelLoadError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if array.shape[1] != dim:
+        raise typer.BadParameter(f"the vectors have {array.shape[1]} dimensions; {settings.model.name} makes {dim}")
+    n = array.shape[0]
+    id_list = _read_lines(ids, n, "id") if ids else [str(i) for i in range(n)]
+    try:
+        metas = [json.loads(line) for line in _read_lines(metadata, n, "JSON object")] if metadata else [{}] * n
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{metadata} is not JSON Lines: {exc}") from None
+    try:
+        # Flat while loading: the ANN index is built once at the end, not after every chunk.
+        store = SqliteFaissStore(settings.store.data_dir, dim, settings.model.name, IndexSpec(type=IndexType.FLAT))
+        try:
+            for start in track(range(0, n, chunk), description=f"importing {n} vectors"):
+                rows = np.asarray(array[start : start + chunk], dtype=np.float32)
+                store.upsert([NewItem(v, id_list[start + i], metas[start + i]) for i, v in enumerate(rows)])
+        finally:
+            store.close()
+        final = SqliteFaissStore(settings.store.data_dir, dim, settings.model.name, settings.store.index_spec())
+        final.wait_for_index()
+        typer.echo(
+            f"imported {n} vectors into {settings.store.data_dir}: {final.count()} items, {final.index_type} index"
+        )
+        final.close()
+    except StoreError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ def fake_towers() -> ClipTowers:
     return ClipTowers(
         image=FakeImageTower(),
         text=FakeTextTower(),
-        info=ModelInfo(name="fake", pretrained="none", dim=DIM, device="cpu", context_length=77),
+        info=ModelInfo(name="fake", pretrained="none", dim=DIM, device="cpu"),
         logit_scale=100.0,
     )
 

@@ -103,6 +103,13 @@ def test_without_fallback_unfetchable_weights_fail_with_a_clear_message():
         load_clip("ViT-B-32", None, "cpu", fallback_to_demo=False)
 
 
+def test_an_hf_hub_id_is_fetched_from_the_hub_and_fails_clearly_offline():
+    with pytest.raises(
+        ModelLoadError, match=r"cannot load .* with weights hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    ):
+        load_clip("ViT-B-32", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "cpu", fallback_to_demo=False)
+
+
 def test_asking_for_cuda_without_a_gpu_is_a_load_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

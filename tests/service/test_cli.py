@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from index.store import SqliteFaissStore
+from service.cli import cli
+
+runner = CliRunner()
+
+
+def message(output: str) -> str:
+    """The output without rich's box drawing and line wrapping."""
+    return re.sub(r"[\s│╭╮╰╯─]+", " ", output)
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_import_vectors_loads_ids_metadata_and_normalised_vectors(tmp_path):
+    vectors = unit_rows(50, 64) * 3.0  # not unit length: the import normalises
+    np.save(tmp_path / "x.npy", vectors)
+    (tmp_path / "ids.txt").write_text("\n".join(f"img{i}" for i in range(50)))
+    (tmp_path / "meta.jsonl").write_text("\n".join(json.dumps({"row": i}) for i in range(50)))
+    result = runner.invoke(
+        cli,
+        [
+            "import-vectors",
+            "--vectors",
+            str(tmp_path / "x.npy"),
+            "--ids",
+            str(tmp_path / "ids.txt"),
+            "--metadata",
+            str(tmp_path / "meta.jsonl"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--model",
+            "demo",
+            "--chunk",
+            "16",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "imported 50 vectors" in result.output
+    store = SqliteFaissStore(tmp_path / "data", 64, "demo")
+    hit = store.search(vectors[17], 1)[0]
+    assert (hit.id, hit.metadata) == ("img17", {"row": 17})
+    assert hit.score == pytest.approx(1.0, abs=1e-5)
+    store.close()
+
+
+def test_import_vectors_refuses_vectors_of_the_wrong_dimension(tmp_path):
+    np.save(tmp_path / "x.npy", unit_rows(5, 32))
+    result = runner.invoke(
+        cli, ["import-vectors", "--vectors", str(tmp_path / "x.npy"), "--data-dir", str(tmp_path), "--model", "demo"]
+    )
+    assert result.exit_code == 2
+    assert "the vectors have 32 dimensions; demo makes 64" in message(result.output)
+
+
+def test_import_vectors_refuses_an_ids_file_of_another_length(tmp_path):
+    np.save(tmp_path / "x.npy", unit_rows(5, 64))
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    result = runner.invoke(
+        cli,
+        [
+            "import-vectors",
+            "--vectors",
+            str(tmp_path / "x.npy"),
+            "--ids",
+            str(tmp_path / "ids.txt"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--model",
+            "demo",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "has 2 lines but there are 5 vectors" in message(result.output)
