@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 
 from models.batcher import MicroBatcher
 from models.clip import ClipTowers, ModelInfo, zero_shot_probabilities
@@ -32,9 +33,12 @@ class Encoder:
         max_wait_s: float,
         max_queue: int,
         max_pixels: int,
+        text_cache_size: int = 0,
     ) -> None:
         self.towers = towers
         self._max_pixels = max_pixels
+        # Queries repeat (popular searches, classify labels): their rows are kept.
+        self._text_cache: LRUCache[str, np.ndarray] | None = LRUCache(text_cache_size) if text_cache_size else None
         self.images: MicroBatcher[torch.Tensor] = MicroBatcher(
             towers.image.encode, max_batch_size=max_batch_size, max_wait_s=max_wait_s, max_queue=max_queue, name="image"
         )
@@ -54,8 +58,17 @@ class Encoder:
         await asyncio.gather(self.images.stop(), self.texts.stop())
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, dim) unit rows, one per text."""
-        return await self.texts.submit(texts)
+        """(n, dim) unit rows, one per text; repeated texts come from an LRU cache."""
+        cache = self._text_cache
+        if cache is None:
+            return await self.texts.submit(texts)
+        known = {text: row for text in texts if (row := cache.get(text)) is not None}
+        missing = list(dict.fromkeys(text for text in texts if text not in known))
+        if missing:
+            for text, row in zip(missing, await self.texts.submit(missing), strict=True):
+                row.flags.writeable = False  # shared between callers
+                known[text] = cache[text] = row
+        return np.stack([known[text] for text in texts])
 
     async def embed_images(self, images: Sequence[tuple[str, bytes]]) -> np.ndarray:
         """(n, dim) unit rows, one per (name, bytes) image.
