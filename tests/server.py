@@ -13,7 +13,7 @@ from types import TracebackType
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -41,7 +41,8 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, timeout=60)
 
     def launch(self) -> subprocess.Popen[bytes]:
-        self.port = free_port()
+        # A restart keeps the port, so clients made earlier still reach it.
+        self.port = self.port or free_port()
         command = [
             sys.executable,
             "-m",
