@@ -67,6 +67,45 @@ class WeightsKind(StrEnum):
     NONE = "none"
 
 
+class Precision(StrEnum):
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which number format the forward passes run."""
+
+    device: torch.device
+    precision: Precision
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        # On CPU, bf16 weights halve the bytes every forward pass reads; on GPU
+        # the weights stay fp32 and autocast picks the half type per op.
+        return torch.bfloat16 if self.device.type == "cpu" and self.precision is Precision.BF16 else torch.float32
+
+    def autocast(self) -> torch.autocast:
+        half = torch.float16 if self.precision is Precision.FP16 else torch.bfloat16
+        enabled = self.device.type == "cuda" and self.precision is not Precision.FP32
+        return torch.autocast(device_type=self.device.type, dtype=half, enabled=enabled)
+
+
+def resolve_precision(precision: Precision | str, device: torch.device) -> Precision:
+    """`auto`: fp16 autocast on CUDA, bf16 on CPUs with native bf16 instructions, else fp32."""
+    precision = Precision(precision)
+    if precision is Precision.AUTO:
+        if device.type == "cuda":
+            return Precision.FP16
+        native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return Precision.BF16 if native_bf16 else Precision.FP32
+    if precision is Precision.FP16 and device.type != "cuda":
+        raise ModelLoadError("fp16 is for GPUs; use bf16 or fp32 on the CPU")
+    return precision
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What is serving: shown by /ready and /v1/stats."""
@@ -75,6 +114,7 @@ class ModelInfo:
     pretrained: str
     dim: int
     device: str
+    precision: str
     fallback_reason: str | None = None
 
 
@@ -128,10 +168,12 @@ def classify_weights(name: str, pretrained: str) -> WeightsKind:
 class ClipImageTower:
     """Image encoder: bytes → preprocessed tensor (prepare) → embeddings (encode)."""
 
-    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], device: torch.device):
+    def __init__(
+        self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], placement: Placement
+    ) -> None:
         self._model = model
         self._preprocess = preprocess
-        self._device = device
+        self._placement = placement
 
     def prepare(self, data: bytes, *, max_pixels: int) -> torch.Tensor:
         """Decode and preprocess one image; CPU work meant to run in a worker thread."""
@@ -141,21 +183,25 @@ class ClipImageTower:
         return self._preprocess(image)
 
     def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
+        place = self._placement
         pixels = torch.stack(list(batch))
-        if self._device.type == "cuda":
-            pixels = pixels.pin_memory()
-        with torch.inference_mode(), _autocast(self._device):
-            features = self._model.encode_image(pixels.to(self._device, non_blocking=True))  # type: ignore[operator]
+        if place.device.type == "cuda":
+            pixels = pixels.pin_memory()  # lets the copy to the GPU run asynchronously
+        pixels = pixels.to(place.device, dtype=place.weights_dtype, non_blocking=True)
+        with torch.inference_mode(), place.autocast():
+            features = self._model.encode_image(pixels)  # type: ignore[operator]
         return _unit_rows(features)
 
 
 class ClipTextTower:
     """Text encoder: strings → embeddings, with the trimmed-context fast path where it is exact."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], device: torch.device):
+    def __init__(
+        self, model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], placement: Placement
+    ) -> None:
         self._model = model
         self._tokenizer = tokenizer
-        self._device = device
+        self._placement = placement
         # Trimming the padded context is exact only for open_clip's own causal
         # text transformer pooled at the end-of-text token (argmax of the ids).
         self.trims_context = (
@@ -169,8 +215,8 @@ class ClipTextTower:
         return self._tokenizer(list(texts))
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenize(batch).to(self._device)
-        with torch.inference_mode(), _autocast(self._device):
+        tokens = self.tokenize(batch).to(self._placement.device)
+        with torch.inference_mode(), self._placement.autocast():
             if self.trims_context:
                 features = encode_text_trimmed(self._model, tokens)
             else:
@@ -210,11 +256,6 @@ def zero_shot_probabilities(image: np.ndarray, labels: np.ndarray, logit_scale: 
     return probabilities
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    # Half precision on GPU roughly doubles throughput; CPU stays in fp32.
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda")
-
-
 def _unit_rows(features: torch.Tensor) -> np.ndarray:
     rows: np.ndarray = F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
     return rows
@@ -230,7 +271,20 @@ class ClipTowers:
     logit_scale: float
 
 
-def load_clip(name: str, pretrained: str | None, device: str, *, fallback_to_demo: bool) -> ClipTowers:
+def set_torch_threads(threads: int | None) -> None:
+    """Threads torch uses per forward pass on CPU (process-wide); None keeps torch's default."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def load_clip(
+    name: str,
+    pretrained: str | None,
+    device: str,
+    *,
+    fallback_to_demo: bool,
+    precision: Precision | str = Precision.AUTO,
+) -> ClipTowers:
     """Load an open_clip model.
 
     Args:
@@ -240,6 +294,8 @@ def load_clip(name: str, pretrained: str | None, device: str, *, fallback_to_dem
         device: `auto`, `cpu`, `cuda`, `cuda:N`.
         fallback_to_demo: when a tag or hub id cannot be fetched (e.g. no network),
             log one line and serve the bundled demo model instead of failing.
+        precision: `fp32` (equal to open_clip's reference to 1e-5), `bf16`, `fp16`
+            (GPU), or `auto` (see resolve_precision).
 
     Raises:
         ModelLoadError: the model cannot be loaded, with the reason.
@@ -251,9 +307,10 @@ def load_clip(name: str, pretrained: str | None, device: str, *, fallback_to_dem
             f"model {name!r} has no default weights: give --pretrained (a tag, hf-hub: id, path or none)"
         )
     torch_device = resolve_device(device)
+    placement = Placement(torch_device, resolve_precision(precision, torch_device))
     kind = classify_weights(name, spec)
     try:
-        return _load(name, spec, kind, torch_device)
+        return _load(name, spec, kind, placement)
     except ModelLoadError as exc:
         if not (fallback_to_demo and kind in (WeightsKind.TAG, WeightsKind.HF_HUB)):
             raise
@@ -265,11 +322,12 @@ def load_clip(name: str, pretrained: str | None, device: str, *, fallback_to_dem
         name,
         reason.splitlines()[0],
     )
-    towers = _load(DEMO_MODEL, str(DEMO_CHECKPOINT), WeightsKind.FILE, torch_device)
+    towers = _load(DEMO_MODEL, str(DEMO_CHECKPOINT), WeightsKind.FILE, placement)
     return replace(towers, info=replace(towers.info, fallback_reason=f"{name} {spec}: {reason}"))
 
 
-def _load(name: str, spec: str, kind: WeightsKind, device: torch.device) -> ClipTowers:
+def _load(name: str, spec: str, kind: WeightsKind, placement: Placement) -> ClipTowers:
+    device = placement.device
     if kind is WeightsKind.NONE:
         log.warning("serving %s with RANDOM weights (--pretrained none): for benchmarks only", name)
     try:
@@ -284,16 +342,23 @@ def _load(name: str, spec: str, kind: WeightsKind, device: torch.device) -> Clip
             tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:  # open_clip raises bare RuntimeErrors and hub errors alike
         raise ModelLoadError(f"cannot load {name} with weights {spec}: {exc}") from exc
-    model.eval()
+    logit_scale = float(model.logit_scale.exp().item())
+    model = model.to(placement.weights_dtype).eval()
     with torch.inference_mode():
         probe = model.encode_text(tokenizer(["probe"]).to(device))
     dim = int(probe.shape[-1])
-    # A hub repo brings its own architecture: the repo id names the model.
-    info = ModelInfo(name=spec if kind is WeightsKind.HF_HUB else name, pretrained=spec, dim=dim, device=str(device))
-    log.info("loaded %s (%s) on %s, %d-d embeddings", name, spec, device, dim)
+    info = ModelInfo(
+        # A hub repo brings its own architecture: the repo id names the model.
+        name=spec if kind is WeightsKind.HF_HUB else name,
+        pretrained=spec,
+        dim=dim,
+        device=str(device),
+        precision=str(placement.precision),
+    )
+    log.info("loaded %s (%s) on %s in %s, %d-d embeddings", name, spec, device, placement.precision, dim)
     return ClipTowers(
-        image=ClipImageTower(model, preprocess, device),
-        text=ClipTextTower(model, tokenizer, device),
+        image=ClipImageTower(model, preprocess, placement),
+        text=ClipTextTower(model, tokenizer, placement),
         info=info,
-        logit_scale=float(model.logit_scale.exp().item()),
+        logit_scale=logit_scale,
     )

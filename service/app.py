@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from index.errors import StoreError
 from index.store import SqliteFaissStore
-from models.clip import ClipTowers, load_clip
+from models.clip import ClipTowers, load_clip, set_torch_threads
 from models.encoder import Encoder
 from models.errors import ModelError
 from service.deps import Runtime
@@ -24,10 +24,13 @@ log = logging.getLogger(__name__)
 
 async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowers, SqliteFaissStore]:
     """Load the model (unless given) and open the store, off the event loop."""
+    set_torch_threads(settings.model.torch_threads)
     if towers is None:
         m = settings.model
         # Loading reads hundreds of MB and may download.
-        towers = await asyncio.to_thread(load_clip, m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo)
+        towers = await asyncio.to_thread(
+            load_clip, m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo, precision=m.precision
+        )
     store = await asyncio.to_thread(
         SqliteFaissStore, settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()
     )

@@ -18,7 +18,7 @@ from index.ann import IndexSpec, IndexType
 from index.errors import StoreError
 from index.store import DB_FILE, SqliteFaissStore
 from index.types import NewItem
-from models.clip import model_dim
+from models.clip import Precision, model_dim
 from models.errors import ModelLoadError
 from service.app import create_app
 from service.settings import Settings
@@ -68,6 +68,9 @@ def serve(
     index: Annotated[
         IndexType | None, typer.Option(help="auto, flat, hnsw or ivf [env CLIPSEARCH_STORE__INDEX]")
     ] = None,
+    precision: Annotated[
+        Precision | None, typer.Option(help="auto, fp32, bf16 or fp16 [env CLIPSEARCH_MODEL__PRECISION]")
+    ] = None,
 ) -> None:
     """Run the HTTP service."""
     settings = build_settings(
@@ -81,6 +84,7 @@ def serve(
             "batching.max_batch_size": max_batch_size,
             "batching.max_batch_wait_ms": max_batch_wait_ms,
             "store.index": index,
+            "model.precision": precision,
         }
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -64,6 +64,8 @@ def parse_json_field(raw: str, what: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ApiError(422, "validation_error", f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(422, "validation_error", f"{what} is nested too deeply") from None
 
 
 def parse_filter(raw: str | None) -> list[FieldFilter]:

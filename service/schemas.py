@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from index.types import FieldFilter, Scalar
+from index.types import FieldFilter, Hit, Scalar
 
 
 class InFilter(BaseModel):
@@ -44,6 +45,7 @@ class TextSearchRequest(BaseModel):
 
 
 class SearchHit(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: str
     score: float = Field(description="cosine similarity to the query, in [-1, 1]")
     metadata: dict[str, Any]
@@ -55,8 +57,13 @@ class SearchResponse(BaseModel):
     )
     results: list[SearchHit]
 
+    @classmethod
+    def of(cls, hits: Sequence[Hit]) -> SearchResponse:
+        return cls(results=[SearchHit.model_validate(h) for h in hits])
+
 
 class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: str
     metadata: dict[str, Any]
     created_at: float = Field(description="Unix time the item was last written")
@@ -98,10 +105,12 @@ class ClassifyResponse(BaseModel):
 
 
 class ModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     name: str
     pretrained: str
     dim: int
     device: str
+    precision: str
     fallback_reason: str | None = Field(None, description="why the configured model is not the one serving")
 
 

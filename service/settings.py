@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.ann import Encoding, IndexSpec, IndexType
+from models.clip import Precision
 
 
 class ModelSettings(BaseModel):
@@ -19,10 +20,18 @@ class ModelSettings(BaseModel):
         "unset: the model's default (ViT-B-32: laion2b_s34b_b79k)",
     )
     device: str = Field("auto", description="`auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`")
+    precision: Precision = Field(
+        Precision.AUTO,
+        description="fp32 (exactly open_clip's numbers), bf16, fp16 (GPU), or auto: "
+        "fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
     fallback_to_demo: bool = Field(
         True, description="serve the bundled demo model when the weights cannot be fetched (no network)"
     )
     text_cache_size: int = Field(4096, ge=0, description="query embeddings kept in an LRU cache; 0 turns it off")
+    torch_threads: int | None = Field(
+        None, ge=1, le=1024, description="threads per forward pass on CPU; unset: torch's default (all cores)"
+    )
 
 
 class StoreSettings(BaseModel):

@@ -65,7 +65,7 @@ def fake_towers() -> ClipTowers:
     return ClipTowers(
         image=FakeImageTower(),
         text=FakeTextTower(),
-        info=ModelInfo(name="fake", pretrained="none", dim=DIM, device="cpu"),
+        info=ModelInfo(name="fake", pretrained="none", dim=DIM, device="cpu", precision="fp32"),
         logit_scale=100.0,
     )
 

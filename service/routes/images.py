@@ -11,7 +11,7 @@ from index.types import NewItem
 from service.deps import EncoderDep, SettingsDep, StoreDep
 from service.errors import ApiError
 from service.inputs import check_k, check_metadata, parse_filter, parse_json_field, read_uploads
-from service.schemas import EmbeddingsResponse, ItemOut, ItemPage, ItemsCreated, SearchHit, SearchResponse
+from service.schemas import EmbeddingsResponse, ItemOut, ItemPage, ItemsCreated, SearchResponse
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -47,7 +47,7 @@ async def add_images(
     ]
     # SQLite commits with fsync: blocking I/O, so off the event loop.
     stored = await asyncio.to_thread(store.upsert, new_items)
-    return ItemsCreated(items=[ItemOut(id=i.id, metadata=i.metadata, created_at=i.created_at) for i in stored])
+    return ItemsCreated(items=[ItemOut.model_validate(i) for i in stored])
 
 
 @router.get("", response_model=ItemPage)
@@ -59,7 +59,7 @@ async def list_images(
     """Stored items in insertion order, a page at a time."""
     items = await asyncio.to_thread(store.page, offset, limit)
     return ItemPage(
-        items=[ItemOut(id=i.id, metadata=i.metadata, created_at=i.created_at) for i in items],
+        items=[ItemOut.model_validate(i) for i in items],
         total=await asyncio.to_thread(store.count),
         offset=offset,
         limit=limit,
@@ -69,7 +69,7 @@ async def list_images(
 @router.get("/{item_id}", response_model=ItemOut)
 async def get_image(store: StoreDep, item_id: str) -> ItemOut:
     item = await asyncio.to_thread(store.get, item_id)
-    return ItemOut(id=item.id, metadata=item.metadata, created_at=item.created_at)
+    return ItemOut.model_validate(item)
 
 
 @router.delete("/{item_id}", status_code=204)
@@ -102,4 +102,4 @@ async def similar_images(
     hits = await asyncio.to_thread(
         lambda: store.search(vector, k, filters=filters, min_score=min_score, exclude_id=item_id)
     )
-    return SearchResponse(results=[SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits])
+    return SearchResponse.of(hits)

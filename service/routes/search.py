@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from index.types import FieldFilter, VectorStore
 from service.deps import EncoderDep, SettingsDep, StoreDep
 from service.inputs import check_k, check_text, parse_filter, read_uploads
-from service.schemas import SearchHit, SearchResponse, TextSearchRequest, to_field_filters
+from service.schemas import SearchResponse, TextSearchRequest, to_field_filters
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -20,7 +20,7 @@ async def _search(
     store: VectorStore, query: np.ndarray, k: int, filters: list[FieldFilter], min_score: float | None
 ) -> SearchResponse:
     hits = await asyncio.to_thread(lambda: store.search(query, k, filters=filters, min_score=min_score))
-    return SearchResponse(results=[SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits])
+    return SearchResponse.of(hits)
 
 
 @router.post("/text", response_model=SearchResponse)

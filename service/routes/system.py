@@ -13,14 +13,7 @@ router = APIRouter(tags=["system"])
 
 
 def _model_out(encoder: EncoderDep) -> ModelOut:
-    info = encoder.info
-    return ModelOut(
-        name=info.name,
-        pretrained=info.pretrained,
-        dim=info.dim,
-        device=info.device,
-        fallback_reason=info.fallback_reason,
-    )
+    return ModelOut.model_validate(encoder.info)
 
 
 @router.get("/health", response_model=HealthResponse)

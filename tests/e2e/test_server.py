@@ -124,7 +124,7 @@ def test_a_checkpoint_path_serves_the_same_embeddings_as_open_clips_reference(tm
         ref_images = F.normalize(model.encode_image(torch.stack([preprocess(render(s)) for s in scenes])), dim=-1)
         ref_texts = F.normalize(model.encode_text(open_clip.get_tokenizer(DEMO_MODEL)(texts)), dim=-1)
 
-    args = ("--model", "demo", "--pretrained", str(checkpoint))
+    args = ("--model", "demo", "--pretrained", str(checkpoint), "--precision", "fp32")
     with ServerProcess(tmp_path / "data", *args) as server, server.client() as client:
         assert client.get("/ready").json()["model"]["pretrained"] == str(checkpoint)
         served_texts = client.post("/v1/embed/text", json={"texts": texts}).json()["embeddings"]

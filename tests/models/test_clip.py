@@ -15,6 +15,7 @@ from models.clip import (
     encode_text_trimmed,
     load_clip,
     register_bundled_configs,
+    resolve_precision,
     zero_shot_probabilities,
 )
 from models.errors import ModelLoadError
@@ -41,7 +42,7 @@ def png(image: Image.Image) -> bytes:
 
 
 def test_a_checkpoint_path_loads_and_embeds_exactly_like_open_clips_reference_pipeline(checkpoint):
-    towers = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False)
+    towers = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False, precision="fp32")
     model, _, preprocess = open_clip.create_model_and_transforms(DEMO_MODEL, pretrained=str(checkpoint))
     model.eval()
     tokenizer = open_clip.get_tokenizer(DEMO_MODEL)
@@ -69,6 +70,30 @@ def test_the_trimmed_text_path_equals_open_clips_encode_text(name):
         full = model.encode_text(tokens)
         trimmed = encode_text_trimmed(model, tokens)
     np.testing.assert_allclose(trimmed.numpy(), full.numpy(), atol=1e-5)
+
+
+def test_bf16_weights_on_the_cpu_stay_within_a_cosine_of_0999_of_fp32(checkpoint):
+    exact = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False, precision="fp32")
+    half = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False, precision="bf16")
+    assert half.info.precision == "bf16"
+    images = [half.image.preprocess(render(scene)) for scene in scene_set(8, 4)]
+    for a, b in [
+        (exact.text.encode(TEXTS), half.text.encode(TEXTS)),
+        (exact.image.encode(images), half.image.encode(images)),
+    ]:
+        assert b.dtype == np.float32
+        assert np.min(np.sum(a * b, axis=1)) > 0.999
+
+
+def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_and_fp32_otherwise():
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+def test_fp16_on_the_cpu_is_refused():
+    with pytest.raises(ModelLoadError, match="fp16 is for GPUs"):
+        resolve_precision("fp16", torch.device("cpu"))
 
 
 def test_the_text_tower_uses_the_trimmed_path_for_clip_models(checkpoint):

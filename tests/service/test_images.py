@@ -46,7 +46,8 @@ def test_ids_must_match_the_number_of_files(client):
 
 
 def test_metadata_that_is_not_a_json_object_is_refused(client):
-    for raw, message in [("[1, 2]", "must be a JSON object"), ("{nope", "not valid JSON")]:
+    cases = [("[1, 2]", "must be a JSON object"), ("{nope", "not valid JSON"), ('{"a":' * 5000, "nested too deeply")]
+    for raw, message in cases:
         response = client.post(
             "/v1/images", files=[("files", ("red.png", image_bytes("red")))], data={"metadata": [raw]}
         )

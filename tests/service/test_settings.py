@@ -3,9 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import typer
 from pydantic import ValidationError
 
+from models.clip import set_torch_threads
 from service.cli import build_settings
 from service.settings import Settings
 
@@ -52,3 +54,12 @@ def test_unsafe_values_are_refused(values):
 def test_the_cli_reports_a_bad_value_as_a_bad_parameter():
     with pytest.raises(typer.BadParameter, match="max_batch_size"):
         build_settings({"batching.max_batch_size": 0})
+
+
+def test_torch_threads_are_set_only_when_asked_for():
+    before = torch.get_num_threads()
+    set_torch_threads(None)
+    assert torch.get_num_threads() == before
+    set_torch_threads(1)
+    assert torch.get_num_threads() == 1
+    set_torch_threads(before)

@@ -20,7 +20,14 @@ def test_stats_report_count_model_dimension_and_index_type(client):
         "count": 1,
         "dim": 8,
         "index_type": "flat",
-        "model": {"name": "fake", "pretrained": "none", "dim": 8, "device": "cpu", "fallback_reason": None},
+        "model": {
+            "name": "fake",
+            "pretrained": "none",
+            "dim": 8,
+            "device": "cpu",
+            "precision": "fp32",
+            "fallback_reason": None,
+        },
     }
 
 
