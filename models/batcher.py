@@ -1,9 +1,10 @@
 """Cross-request micro-batching: futures plus one consumer.
 
 Each submitted item gets a future. One consumer task takes the first waiting
-item, adds whatever else is queued (waiting at most `max_wait_s` for more) up
-to `max_batch_size`, runs the forward pass in a worker thread and resolves every
-future with its own row, or fails every future of the batch with the error.
+item, adds whatever else is queued (waiting at most `max_wait_s` for more when
+callers are arriving together) up to `max_batch_size`, runs the forward pass
+in a worker thread and resolves every future with its own row, or fails every
+future of the batch with the error.
 Items whose caller went away (cancelled future) are skipped.
 """
 
@@ -22,13 +23,6 @@ from models.errors import OverloadedError, ShuttingDownError
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
-
-
-@dataclass
-class BatcherStats:
-    batches: int = 0
-    items: int = 0
-    largest_batch: int = 0
 
 
 @dataclass
@@ -58,7 +52,7 @@ class MicroBatcher(Generic[ItemT]):
         self._name = name
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.stats = BatcherStats()
+        self._last_batch_size = 0
 
     @property
     def queue_depth(self) -> int:
@@ -110,10 +104,13 @@ class MicroBatcher(Generic[ItemT]):
                 break
             batch = [first]
             stopping = self._drain_into(batch)
-            if not stopping and len(batch) < self.max_batch_size and self._max_wait_s > 0:
-                # A short wait lets callers that arrive together share one forward pass.
+            # A short wait lets callers that arrive together share one forward
+            # pass; a lone caller (the last batch had one item too) is not kept waiting.
+            concurrent = len(batch) > 1 or self._last_batch_size > 1
+            if not stopping and concurrent and len(batch) < self.max_batch_size and self._max_wait_s > 0:
                 await asyncio.sleep(self._max_wait_s)
                 stopping = self._drain_into(batch)
+            self._last_batch_size = len(batch)
             await self._run(batch)
 
     def _drain_into(self, batch: list[_Pending[ItemT]]) -> bool:
@@ -132,9 +129,6 @@ class MicroBatcher(Generic[ItemT]):
         live = [p for p in batch if not p.future.done()]  # cancelled: the caller went away
         if not live:
             return
-        self.stats.batches += 1
-        self.stats.items += len(live)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(live))
         try:
             # The forward pass runs in a thread so the event loop keeps serving requests.
             rows = await asyncio.to_thread(self._encode, [p.item for p in live])

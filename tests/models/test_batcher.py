@@ -40,6 +40,19 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_rows():
     assert max(sizes) > 1 and max(sizes) <= 8
 
 
+def test_a_lone_caller_is_not_kept_waiting_for_company():
+    async def scenario():
+        batcher = MicroBatcher(doubling, max_batch_size=8, max_wait_s=30, max_queue=100, name="t")
+        batcher.start()
+        first = await asyncio.wait_for(batcher.submit([1.0]), 5)
+        second = await asyncio.wait_for(batcher.submit([2.0]), 5)  # a 30 s wait would time out
+        await batcher.stop()
+        return first, second
+
+    first, second = run(scenario())
+    assert (first.tolist(), second.tolist()) == ([[1, 2]], [[2, 4]])
+
+
 def test_one_caller_with_several_items_gets_rows_in_order():
     async def scenario():
         batcher = MicroBatcher(doubling, max_batch_size=2, max_wait_s=0, max_queue=100, name="t")
