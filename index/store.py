@@ -252,6 +252,8 @@ class SqliteFaissStore:
             vectors = np.concatenate([v for _, v in parts])
             del parts
             index = build_ann(self._spec, kind, vectors, seqs)
+            if self._closed:  # the directory may belong to another process by now
+                return
             self._save_ann(index, kind)
         except Exception:
             log.exception("building the %s index failed; searches stay exact", kind)
