@@ -2,8 +2,9 @@
 
     python -m bench.ingest [--images 96] [--batch 16] [--clients 2]
 
-640x480 JPEG photos of generated scenes. The service (ViT-B-32, random weights)
-takes them over HTTP in multipart batches from a few clients: decoding runs in
+640x480 JPEG photos of generated scenes. The service (ViT-B-32, random weights;
+precision auto, i.e. bf16 on CPUs with native bf16, and again fp32) takes them
+over HTTP in multipart batches from a few clients: decoding runs in
 worker threads beside the model and items are batched across requests. The
 baseline, in the same run and in-process with no HTTP, decodes, preprocesses
 and encodes one image at a time with open_clip's public API.
@@ -29,14 +30,14 @@ from tests.server import ServerProcess
 MODEL = "ViT-B-32"
 
 
-def service_rate(data_dir: Path, jpegs: list[bytes], batch: int, clients: int) -> float:
+def service_rate(data_dir: Path, jpegs: list[bytes], batch: int, clients: int, *extra: str) -> float:
     batches = [jpegs[i : i + batch] for i in range(0, len(jpegs), batch)]
 
     def send(client, i):
         files = [("files", (f"{i}-{j}.jpg", data, "image/jpeg")) for j, data in enumerate(batches[i])]
         return client.post("/v1/images", files=files)
 
-    with ServerProcess(data_dir, "--model", MODEL, "--pretrained", "none") as server:
+    with ServerProcess(data_dir, "--model", MODEL, "--pretrained", "none", *extra) as server:
         asyncio.run(drive(server.url, send, 1, 1))  # warm-up
         seconds, _ = asyncio.run(drive(server.url, send, len(batches), clients))
     return len(jpegs) / seconds
@@ -62,12 +63,16 @@ def main() -> None:
     args = parser.parse_args()
     jpegs = photos(args.images)
     with tempfile.TemporaryDirectory() as tmp:
-        service = service_rate(Path(tmp) / "data", jpegs, args.batch, args.clients)
+        service = service_rate(Path(tmp) / "auto", jpegs, args.batch, args.clients)
+        fp32 = service_rate(Path(tmp) / "fp32", jpegs, args.batch, args.clients, "--precision", "fp32")
     naive = naive_rate(jpegs)
     print(f"ingestion of {args.images} 640x480 JPEGs, {MODEL} random weights")
-    print(f"  service over HTTP, batches of {args.batch}, {args.clients} clients  {service:7.1f} images/s")
-    print(f"  naive sequential open_clip loop (no HTTP)     {naive:7.1f} images/s")
-    print(f"  ratio: {service / naive:.2f}x (target >= 1.5x)")
+    print(
+        f"  service over HTTP, batches of {args.batch}, {args.clients} clients, precision auto  {service:7.1f} images/s"
+    )
+    print(f"  the same with --precision fp32                                {fp32:7.1f} images/s")
+    print(f"  naive sequential open_clip fp32 loop (no HTTP)                {naive:7.1f} images/s")
+    print(f"  ratio: {service / naive:.2f}x (target >= 1.5x); fp32 service vs naive: {fp32 / naive:.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     python -m bench.text_throughput [--clients 32] [--requests 640] [--items 10000]
 
-Three runs in one invocation, ViT-B-32 with random weights, the query cache off:
-the service with cross-request batching, the same service with
---max-batch-size 1, and a naive in-process baseline (open_clip's public
+Four runs in one invocation, ViT-B-32 with random weights, the query cache off:
+the service with cross-request batching, the same with --max-batch-size 1,
+batching again with --precision fp32 (the default `auto` is bf16 on CPUs with
+native bf16), and a naive in-process baseline (open_clip's public fp32
 full-context encode_text, one query at a time, then a flat FAISS search).
 """
 
@@ -73,12 +74,15 @@ def main() -> None:
         fill_store(data, vectors, MODEL)
         batched = service_qps(data, texts, args.clients)
         unbatched = service_qps(data, texts[: args.requests // 2], args.clients, "--max-batch-size", "1")
+        fp32 = service_qps(data, texts[: args.requests // 2], args.clients, "--precision", "fp32")
     naive = naive_qps(vectors, texts[: args.requests // 4])
     print(f"text search, {MODEL} random weights, {args.items} stored vectors, {args.clients} clients")
-    print(f"  service, batching on (max 32)  {batched:8.1f} queries/s")
-    print(f"  service, --max-batch-size 1    {unbatched:8.1f} queries/s")
-    print(f"  naive open_clip loop (no HTTP) {naive:8.1f} queries/s")
+    print(f"  service, batching on (max 32), precision auto  {batched:8.1f} queries/s")
+    print(f"  service, --max-batch-size 1, precision auto    {unbatched:8.1f} queries/s")
+    print(f"  service, batching on, --precision fp32         {fp32:8.1f} queries/s")
+    print(f"  naive open_clip fp32 loop (no HTTP)            {naive:8.1f} queries/s")
     print(f"  batching vs batch size 1: {batched / unbatched:.2f}x   vs naive: {batched / naive:.2f}x (target >= 5x)")
+    print(f"  fp32 service vs naive: {fp32 / naive:.2f}x")
 
 
 if __name__ == "__main__":
