@@ -37,6 +37,7 @@ from index.errors import (
     InvalidItemError,
     ItemNotFoundError,
     StorageUnavailableError,
+    StoreError,
 )
 from index.types import FieldFilter, Hit, Item, Metadata, NewItem
 
@@ -118,12 +119,17 @@ class SqliteFaissStore:
         self._lock_file = self._take_directory(data_dir)
         try:
             self._db = self._connect()
-            self._db.executescript(_SCHEMA)
-            self._check_compatible(dim, model)
         except sqlite3.Error as exc:
             self._lock_file.close()
             raise StorageUnavailableError(f"cannot open the store in {data_dir}: {exc}") from exc
-        except IncompatibleStoreError:
+        try:
+            try:
+                self._db.executescript(_SCHEMA)
+                self._check_compatible(dim, model)
+            except sqlite3.Error as exc:
+                raise StorageUnavailableError(f"cannot open the store in {data_dir}: {exc}") from exc
+        except StoreError:
+            self._db.close()
             self._lock_file.close()
             raise
         self._exact = _flat(dim)
