@@ -43,8 +43,9 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
+            api_keys = tuple(settings.auth.keys())
             loaded, store = await _open(settings, towers)
-        except (ModelError, StoreError) as exc:
+        except (ModelError, StoreError, OSError, ValueError) as exc:
             log.error("cannot start: %s", exc)
             raise
         b = settings.batching
@@ -57,7 +58,7 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
             text_cache_size=settings.model.text_cache_size,
         )
         encoder.start()
-        app.state.runtime = Runtime(settings=settings, encoder=encoder, store=store)
+        app.state.runtime = Runtime(settings=settings, encoder=encoder, store=store, api_keys=api_keys)
         log.info("serving %s with %d items from %s", loaded.info.name, store.count(), settings.store.data_dir)
         try:
             yield

@@ -17,6 +17,7 @@ class Runtime:
     settings: Settings
     encoder: Encoder
     store: VectorStore
+    api_keys: tuple[str, ...] = ()
 
 
 def get_runtime(request: Request) -> Runtime:

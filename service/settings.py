@@ -77,6 +77,35 @@ class LimitSettings(BaseModel):
     max_texts: int = Field(256, ge=1, description="most texts in one embed request")
 
 
+MIN_KEY_LENGTH = 16
+
+
+class AuthSettings(BaseModel):
+    api_keys: list[str] = Field(
+        default_factory=list, description="accepted API keys (JSON list in the environment); none: no auth"
+    )
+    api_keys_file: Path | None = Field(None, description="file with one API key per line (# comments)")
+    protect_reads: bool = Field(False, description="require a key for searches and reads too, not only writes")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_enough(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key.strip()) < MIN_KEY_LENGTH:
+                raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
+        return [key.strip() for key in keys]
+
+    def keys(self) -> list[str]:
+        """Every accepted key: the listed ones and those in the keys file."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.read_text().splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if any(len(key) < MIN_KEY_LENGTH for key in keys):
+            raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
+        return keys
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLIPSEARCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -87,6 +116,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     batching: BatchingSettings = BatchingSettings()
     limits: LimitSettings = LimitSettings()
+    auth: AuthSettings = AuthSettings()
 
     @field_validator("log_level")
     @classmethod

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from service.auth import ReadKey
 from service.deps import EncoderDep, SettingsDep
 from service.errors import ApiError
 from service.inputs import check_text, read_uploads
 from service.schemas import ClassifyResponse, LabelOut
 
-router = APIRouter(prefix="/v1", tags=["classify"])
+router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[ReadKey])
 
 
 @router.post("/classify", response_model=ClassifyResponse)

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 
+from service.auth import ReadKey
 from service.deps import EncoderDep, SettingsDep
 from service.errors import ApiError
 from service.inputs import check_text, read_uploads
 from service.schemas import EmbeddingsResponse, TextEmbedRequest
 
-router = APIRouter(prefix="/v1/embed", tags=["embed"])
+router = APIRouter(prefix="/v1/embed", tags=["embed"], dependencies=[ReadKey])
 
 
 @router.post("/text", response_model=EmbeddingsResponse)

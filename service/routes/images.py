@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from index.types import NewItem
+from service.auth import ReadKey, WriteKey
 from service.deps import EncoderDep, SettingsDep, StoreDep
 from service.errors import ApiError
 from service.inputs import check_k, check_metadata, parse_filter, parse_json_field, read_uploads
@@ -16,7 +17,7 @@ from service.schemas import EmbeddingsResponse, ItemOut, ItemPage, ItemsCreated,
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 
-@router.post("", status_code=201, response_model=ItemsCreated)
+@router.post("", status_code=201, response_model=ItemsCreated, dependencies=[WriteKey])
 async def add_images(
     encoder: EncoderDep,
     store: StoreDep,
@@ -50,7 +51,7 @@ async def add_images(
     return ItemsCreated(items=[ItemOut.model_validate(i) for i in stored])
 
 
-@router.get("", response_model=ItemPage)
+@router.get("", response_model=ItemPage, dependencies=[ReadKey])
 async def list_images(
     store: StoreDep,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -66,27 +67,27 @@ async def list_images(
     )
 
 
-@router.get("/{item_id}", response_model=ItemOut)
+@router.get("/{item_id}", response_model=ItemOut, dependencies=[ReadKey])
 async def get_image(store: StoreDep, item_id: str) -> ItemOut:
     item = await asyncio.to_thread(store.get, item_id)
     return ItemOut.model_validate(item)
 
 
-@router.delete("/{item_id}", status_code=204)
+@router.delete("/{item_id}", status_code=204, dependencies=[WriteKey])
 async def delete_image(store: StoreDep, item_id: str) -> Response:
     """Remove the item; it is gone from searches when this answers."""
     await asyncio.to_thread(store.delete, item_id)
     return Response(status_code=204)
 
 
-@router.get("/{item_id}/embedding", response_model=EmbeddingsResponse)
+@router.get("/{item_id}/embedding", response_model=EmbeddingsResponse, dependencies=[ReadKey])
 async def get_embedding(store: StoreDep, encoder: EncoderDep, item_id: str) -> EmbeddingsResponse:
     """The stored (normalised) embedding of one item."""
     vector = await asyncio.to_thread(store.vector, item_id)
     return EmbeddingsResponse(model=encoder.info.name, dim=store.dim, embeddings=[vector.tolist()])
 
 
-@router.get("/{item_id}/similar", response_model=SearchResponse)
+@router.get("/{item_id}/similar", response_model=SearchResponse, dependencies=[ReadKey])
 async def similar_images(
     store: StoreDep,
     settings: SettingsDep,

@@ -9,11 +9,12 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
 from index.types import FieldFilter, VectorStore
+from service.auth import ReadKey
 from service.deps import EncoderDep, SettingsDep, StoreDep
 from service.inputs import check_k, check_text, parse_filter, read_uploads
 from service.schemas import SearchResponse, TextSearchRequest, to_field_filters
 
-router = APIRouter(prefix="/v1/search", tags=["search"])
+router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[ReadKey])
 
 
 async def _search(

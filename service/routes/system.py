@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 
+from service.auth import ReadKey
 from service.deps import EncoderDep, StoreDep
 from service.schemas import HealthResponse, ModelOut, ReadyResponse, StatsResponse
 
@@ -28,7 +29,7 @@ async def ready(encoder: EncoderDep, store: StoreDep) -> ReadyResponse:
     return ReadyResponse(model=_model_out(encoder), count=await asyncio.to_thread(store.count))
 
 
-@router.get("/v1/stats", response_model=StatsResponse)
+@router.get("/v1/stats", response_model=StatsResponse, dependencies=[ReadKey])
 async def stats(encoder: EncoderDep, store: StoreDep) -> StatsResponse:
     return StatsResponse(
         count=await asyncio.to_thread(store.count),

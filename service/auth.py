@@ -1,0 +1,48 @@
+"""API keys: `Authorization: Bearer <key>` on writes (and reads, when configured)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.deps import Runtime, get_runtime
+from service.errors import ApiError
+
+_bearer = HTTPBearer(auto_error=False, description="an API key, when the service is configured with keys")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def _authorize(keys: tuple[str, ...], credentials: HTTPAuthorizationCredentials | None) -> None:
+    if not keys:
+        return
+    if credentials is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this endpoint needs an API key: send the header Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    given = credentials.credentials.encode()
+    # Compare with every key, each in constant time, so timing tells nothing.
+    valid = False
+    for key in keys:
+        valid |= hmac.compare_digest(given, key.encode())
+    if not valid:
+        raise ApiError(403, "forbidden", "the API key is not valid")
+
+
+def require_write_key(runtime: RuntimeDep, credentials: Credentials) -> None:
+    _authorize(runtime.api_keys, credentials)
+
+
+def require_read_key(runtime: RuntimeDep, credentials: Credentials) -> None:
+    if runtime.settings.auth.protect_reads:
+        _authorize(runtime.api_keys, credentials)
+
+
+WriteKey = Depends(require_write_key)
+ReadKey = Depends(require_read_key)
