@@ -24,7 +24,7 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from models.errors import ModelLoadError
-from models.images import decode_image
+from models.images import crop_extreme_aspect, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class ClipImageTower:
         return self.preprocess(decode_image(data, max_pixels=max_pixels))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self._preprocess(image)
+        return self._preprocess(crop_extreme_aspect(image))
 
     def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
         place = self._placement

@@ -46,6 +46,29 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     return _to_rgb(image)
 
 
+MAX_ASPECT = 4.0
+
+
+def crop_extreme_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Crop an image longer than `max_aspect`:1 to its central `max_aspect`:1 part.
+
+    CLIP's preprocess scales the shorter side to the model's size before its
+    centre crop, so a 1x20000 image would become a 224x4,480,000 one first.
+    The central part kept here still holds the whole square the centre crop
+    takes (and its resampling neighbourhood), so results do not change.
+    """
+    width, height = image.size
+    if width > max_aspect * height:
+        keep = round(max_aspect * height)
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    if height > max_aspect * width:
+        keep = round(max_aspect * width)
+        top = (height - keep) // 2
+        return image.crop((0, top, width, top + keep))
+    return image
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # Pillow's convert('RGB') clips 16-bit values instead of scaling them.

@@ -3,11 +3,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import open_clip
 import pytest
 from PIL import Image
 
 from models.errors import InvalidImageError
-from models.images import decode_image
+from models.images import crop_extreme_aspect, decode_image
 
 LIMIT = 10_000_000
 
@@ -81,3 +82,19 @@ def test_bytes_that_are_not_a_usable_image_are_refused_with_the_reason(data, mes
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
     with pytest.raises(InvalidImageError, match="more than the limit of 100"):
         decode_image(encode(Image.new("RGB", (20, 20))), max_pixels=100)
+
+
+def test_extreme_aspect_ratios_are_cropped_to_their_central_part():
+    wide = Image.new("RGB", (20000, 2), (255, 0, 0))
+    assert crop_extreme_aspect(wide).size == (8, 2)
+    tall = Image.new("RGB", (3, 1000))
+    assert crop_extreme_aspect(tall).size == (3, 12)
+    normal = Image.new("RGB", (640, 480))
+    assert crop_extreme_aspect(normal) is normal
+
+
+def test_cropping_a_long_image_keeps_what_clips_centre_crop_sees():
+    preprocess = open_clip.image_transform(224, is_train=False)  # ViT-B-32's eval transform
+    rng = np.random.default_rng(0)
+    long = Image.fromarray(rng.integers(0, 255, (40, 400, 3), dtype=np.uint8))
+    np.testing.assert_allclose(preprocess(crop_extreme_aspect(long)), preprocess(long), atol=1e-5)
