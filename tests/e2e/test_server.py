@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import threading
+import time
 
+import httpx
 import numpy as np
 import open_clip
 import pytest
@@ -133,3 +137,38 @@ def test_a_checkpoint_path_serves_the_same_embeddings_as_open_clips_reference(tm
         ).json()["embeddings"]
     np.testing.assert_allclose(np.array(served_texts), ref_texts.numpy(), atol=1e-5)
     np.testing.assert_allclose(np.array(served_images), ref_images.numpy(), atol=1e-5)
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_loses_nothing_acknowledged(tmp_path):
+    server = ServerProcess(tmp_path / "data", "--model", "demo").start()
+    statuses: list[int] = []
+    acknowledged: list[str] = []
+    image = png(scene_set(4, 1)[0])
+
+    def writer(w: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(1000):
+                item = f"w{w}-{i}"
+                try:
+                    response = client.post("/v1/images", files=[("files", ("x.png", image))], data={"ids": [item]})
+                except httpx.HTTPError:
+                    return  # the server stopped taking connections
+                statuses.append(response.status_code)
+                if response.status_code == 201:
+                    acknowledged.append(item)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
+    assert server.stop() == -signal.SIGTERM
+    assert "Application shutdown complete" in server.log()
+    for t in threads:
+        t.join(30)
+    assert acknowledged
+    assert set(statuses) <= {201, 503}  # answered, or refused cleanly while shutting down
+    with server, server.client() as client:
+        assert client.get("/v1/stats").json()["count"] == len(acknowledged)
+        for item in acknowledged[-20:]:
+            assert client.get(f"/v1/images/{item}").status_code == 200
