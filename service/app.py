@@ -15,7 +15,8 @@ from models.clip import ClipTowers, load_clip, set_torch_threads
 from models.encoder import Encoder
 from models.errors import ModelError
 from service.deps import Runtime
-from service.errors import install_error_handlers
+from service.errors import ERROR_RESPONSES, install_error_handlers
+from service.limits import install_limits
 from service.routes import classify, embed, images, search, system
 from service.settings import Settings
 
@@ -71,8 +72,10 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
         version="0.1.0",
         description="Zero-shot image–text retrieval with CLIP and FAISS.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
+    install_limits(app, settings)
     for module in (system, images, search, classify, embed):
         app.include_router(module.router)
     return app

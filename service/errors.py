@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from index.errors import (
     StoreError,
 )
 from models.errors import InvalidImageError, ModelError, ModelLoadError, OverloadedError, ShuttingDownError
+from service.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,24 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (ModelError, 500, "model_error"),
     (StoreError, 500, "store_error"),
 ]
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# Documented on every route, so clients (and schemathesis) know the error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("bad input: the message says what was wrong"),
+    401: _documented("an API key is needed"),
+    403: _documented("the API key is not valid"),
+    404: _documented("no such item or route"),
+    413: _documented("a file, the metadata or the request is over its size limit"),
+    422: _documented("the request does not match the schema: the message says where"),
+    429: _documented("the inference queue is full: retry after Retry-After seconds"),
+    503: _documented("shutting down, timed out, or the model is unavailable"),
+    507: _documented("the disk refused the write: nothing was stored"),
+}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -75,6 +75,12 @@ class LimitSettings(BaseModel):
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest metadata object, as JSON")
     max_labels: int = Field(1000, ge=1, description="most labels in one classify request")
     max_texts: int = Field(256, ge=1, description="most texts in one embed request")
+    request_timeout_s: float = Field(120.0, gt=0, le=3600, description="longest a request may take before a 503")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest body worth reading: every file at its limit, plus room for the form fields."""
+        return self.max_files * self.max_upload_bytes + 1024 * 1024
 
 
 MIN_KEY_LENGTH = 16

@@ -54,7 +54,7 @@ async def add_images(
 @router.get("", response_model=ItemPage, dependencies=[ReadKey])
 async def list_images(
     store: StoreDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ItemPage:
     """Stored items in insertion order, a page at a time."""

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import time
+
 from fastapi.testclient import TestClient
 
 from index.ann import IndexType
 from service.app import create_app
-from service.settings import BatchingSettings, StoreSettings
+from service.settings import BatchingSettings, LimitSettings, StoreSettings
 from tests.fakes import fake_towers, image_bytes
 
 
@@ -81,3 +83,31 @@ def test_the_index_setting_reaches_the_store(settings):
         client.app.state.runtime.store.wait_for_index()  # type: ignore[attr-defined]
         assert client.get("/v1/stats").json()["index_type"] == "ivf"
         assert client.post("/v1/search/text", json={"query": "green", "k": 1}).json()["results"][0]["id"] == "g"
+
+
+def test_a_body_over_the_request_limit_is_refused_from_its_length_alone(settings):
+    settings.limits = LimitSettings(max_files=2, max_upload_bytes=1000)
+    with TestClient(create_app(settings, towers=fake_towers())) as client:
+        big = b"x" * (settings.limits.max_request_bytes + 1)
+        response = client.post("/v1/images", files=[("files", ("big.png", big))])
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_request_past_the_timeout_answers_503(settings):
+    settings.limits = LimitSettings(request_timeout_s=0.2)
+    towers = fake_towers()
+    slow_encode = towers.text.encode
+
+    def slow(batch):
+        time.sleep(1)
+        return slow_encode(batch)
+
+    towers.text.encode = slow  # type: ignore[method-assign]
+    with TestClient(create_app(settings, towers=towers)) as client:
+        response = client.post("/v1/search/text", json={"query": "red"})
+        assert response.status_code == 503
+        assert response.json()["error"] == {
+            "code": "timeout",
+            "message": "the request took longer than 0.2 s and was stopped",
+        }
