@@ -39,17 +39,15 @@ from index.errors import (
     StorageUnavailableError,
     StoreError,
 )
-from index.types import FieldFilter, Hit, Item, Metadata, NewItem
+from index.types import FieldFilter, Hit, Item, Metadata, NewItem, validate_id
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "store.sqlite3"
 ANN_FILE = "ann.faiss"
 LOCK_FILE = ".lock"
-MAX_ID_LENGTH = 128
 # Rebuild the ANN index once this share of the collection changed since its snapshot.
 REBUILD_FRACTION = 0.1
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 _FIELD_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,17 +59,6 @@ CREATE TABLE IF NOT EXISTS items (
     created_at REAL NOT NULL
 );
 """
-
-
-def validate_id(item_id: str) -> str:
-    """Ids are 1..128 characters of letters, digits and `._:@-`, starting with a letter or digit."""
-    if len(item_id) > MAX_ID_LENGTH:
-        raise InvalidItemError(f"id is {len(item_id)} characters long; the limit is {MAX_ID_LENGTH}")
-    if not _ID_PATTERN.fullmatch(item_id):
-        raise InvalidItemError(
-            f"id {item_id!r} is not allowed: use letters, digits and . _ : @ - (starting with a letter or digit)"
-        )
-    return item_id
 
 
 def _flat(dim: int) -> faiss.IndexIDMap2:

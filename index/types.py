@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from index.errors import InvalidItemError
+
 Scalar = str | int | float | bool
+MAX_ID_LENGTH = 128
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 Metadata = dict[str, Any]
 
 
@@ -81,3 +86,14 @@ class VectorStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def validate_id(item_id: str) -> str:
+    """Ids are 1..128 characters of letters, digits and `._:@-`, starting with a letter or digit."""
+    if len(item_id) > MAX_ID_LENGTH:
+        raise InvalidItemError(f"id is {len(item_id)} characters long; the limit is {MAX_ID_LENGTH}")
+    if not _ID_PATTERN.fullmatch(item_id):
+        raise InvalidItemError(
+            f"id {item_id!r} is not allowed: use letters, digits and . _ : @ - (starting with a letter or digit)"
+        )
+    return item_id

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from index.types import NewItem
+from index.types import NewItem, validate_id
 from service.auth import ReadKey, WriteKey
 from service.deps import EncoderDep, SettingsDep, StoreDep
 from service.errors import ApiError
@@ -37,6 +37,8 @@ async def add_images(
         raise ApiError(
             422, "validation_error", f"{len(metadata)} metadata fields for {len(uploads)} files: give one per file"
         )
+    for item_id in ids or []:
+        validate_id(item_id)  # before the model runs, not after
     metas = [
         check_metadata(parse_json_field(raw, f"metadata of {name}"), f"metadata of {name}", limits)
         for raw, (name, _) in zip(metadata or ["{}"] * len(uploads), uploads, strict=True)
@@ -57,7 +59,7 @@ async def list_images(
     offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ItemPage:
-    """Stored items in insertion order, a page at a time."""
+    """Stored items in the order they were last written, a page at a time."""
     items = await asyncio.to_thread(store.page, offset, limit)
     return ItemPage(
         items=[ItemOut.model_validate(i) for i in items],
