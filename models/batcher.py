@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -25,10 +25,19 @@ log = logging.getLogger(__name__)
 ItemT = TypeVar("ItemT")
 
 
+class BatchObserver(Protocol):
+    """Told about every batch run (metrics live in the service, not here)."""
+
+    def batch_done(self, tower: str, size: int, waits: Sequence[float], seconds: float) -> None:
+        """`size` items, each queued for `waits` seconds, encoded in `seconds`."""
+        ...
+
+
 @dataclass
 class _Pending(Generic[ItemT]):
     item: ItemT
     future: asyncio.Future[np.ndarray]
+    queued_at: float = 0.0
 
 
 class MicroBatcher(Generic[ItemT]):
@@ -42,6 +51,7 @@ class MicroBatcher(Generic[ItemT]):
         max_wait_s: float,
         max_queue: int,
         name: str,
+        observer: BatchObserver | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_s >= 0")
@@ -49,7 +59,8 @@ class MicroBatcher(Generic[ItemT]):
         self.max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Pending[ItemT] | None] = asyncio.Queue(maxsize=max_queue)
-        self._name = name
+        self.name = name
+        self._observer = observer
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_batch_size = 0
@@ -61,7 +72,7 @@ class MicroBatcher(Generic[ItemT]):
     def start(self) -> None:
         """Start the consumer on the running event loop."""
         if self._task is None:
-            self._task = asyncio.create_task(self._consume(), name=f"batcher-{self._name}")
+            self._task = asyncio.create_task(self._consume(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
         """Take no new items, finish every queued one, then stop the consumer."""
@@ -80,17 +91,17 @@ class MicroBatcher(Generic[ItemT]):
             ShuttingDownError: the batcher is stopping.
         """
         if self._closed:
-            raise ShuttingDownError(f"the {self._name} encoder is shutting down")
+            raise ShuttingDownError(f"the {self.name} encoder is shutting down")
         if self._task is None:
-            raise ShuttingDownError(f"the {self._name} encoder is not running")
+            raise ShuttingDownError(f"the {self.name} encoder is not running")
         free = self._queue.maxsize - self._queue.qsize()
         if len(items) > free:
             raise OverloadedError(
-                f"the {self._name} encoder queue is full ({self._queue.qsize()} items waiting); retry shortly",
+                f"the {self.name} encoder queue is full ({self._queue.qsize()} items waiting); retry shortly",
                 retry_after=1.0,
             )
         loop = asyncio.get_running_loop()
-        pending = [_Pending(item, loop.create_future()) for item in items]
+        pending = [_Pending(item, loop.create_future(), loop.time()) for item in items]
         for p in pending:
             self._queue.put_nowait(p)
         rows = await asyncio.gather(*(p.future for p in pending))
@@ -129,13 +140,15 @@ class MicroBatcher(Generic[ItemT]):
         live = [p for p in batch if not p.future.done()]  # cancelled: the caller went away
         if not live:
             return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             # The forward pass runs in a thread so the event loop keeps serving requests.
             rows = await asyncio.to_thread(self._encode, [p.item for p in live])
             if len(rows) != len(live):
-                raise RuntimeError(f"{self._name} encoder returned {len(rows)} rows for {len(live)} items")
+                raise RuntimeError(f"{self.name} encoder returned {len(rows)} rows for {len(live)} items")
         except Exception as exc:
-            log.exception("%s batch of %d failed", self._name, len(live))
+            log.exception("%s batch of %d failed", self.name, len(live))
             for p in live:
                 if not p.future.done():
                     p.future.set_exception(exc)
@@ -143,3 +156,6 @@ class MicroBatcher(Generic[ItemT]):
         for p, row in zip(live, rows, strict=True):
             if not p.future.done():
                 p.future.set_result(row)
+        if self._observer is not None:
+            waits = [started - p.queued_at for p in live]
+            self._observer.batch_done(self.name, len(live), waits, loop.time() - started)

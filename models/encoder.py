@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from cachetools import LRUCache
 
-from models.batcher import MicroBatcher
+from models.batcher import BatchObserver, MicroBatcher
 from models.clip import ClipTowers, ModelInfo, zero_shot_probabilities
 from models.errors import InvalidImageError
 
@@ -34,16 +34,27 @@ class Encoder:
         max_queue: int,
         max_pixels: int,
         text_cache_size: int = 0,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.towers = towers
         self._max_pixels = max_pixels
         # Queries repeat (popular searches, classify labels): their rows are kept.
         self._text_cache: LRUCache[str, np.ndarray] | None = LRUCache(text_cache_size) if text_cache_size else None
         self.images: MicroBatcher[torch.Tensor] = MicroBatcher(
-            towers.image.encode, max_batch_size=max_batch_size, max_wait_s=max_wait_s, max_queue=max_queue, name="image"
+            towers.image.encode,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_s,
+            max_queue=max_queue,
+            name="image",
+            observer=observer,
         )
         self.texts: MicroBatcher[str] = MicroBatcher(
-            towers.text.encode, max_batch_size=max_batch_size, max_wait_s=max_wait_s, max_queue=max_queue, name="text"
+            towers.text.encode,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_s,
+            max_queue=max_queue,
+            name="text",
+            observer=observer,
         )
 
     @property

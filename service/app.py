@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from models.errors import ModelError
 from service.deps import Runtime
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import install_limits
+from service.metrics import Metrics, install_metrics
 from service.routes import classify, embed, images, search, system
 from service.settings import Settings
 
@@ -40,15 +42,18 @@ async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowe
 
 def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastAPI:
     """Build the app. `towers` replaces loading the configured model (tests pass a fake)."""
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
         try:
             api_keys = tuple(settings.auth.keys())
             loaded, store = await _open(settings, towers)
         except (ModelError, StoreError, OSError, ValueError) as exc:
             log.error("cannot start: %s", exc)
             raise
+        metrics.model_load_seconds.set(time.perf_counter() - started)
         b = settings.batching
         encoder = Encoder(
             loaded,
@@ -57,6 +62,7 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
             max_queue=b.max_queue,
             max_pixels=settings.limits.max_image_pixels,
             text_cache_size=settings.model.text_cache_size,
+            observer=metrics,
         )
         encoder.start()
         app.state.runtime = Runtime(settings=settings, encoder=encoder, store=store, api_keys=api_keys)
@@ -74,8 +80,17 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
+
+    def refresh_gauges() -> None:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        if runtime is not None:
+            metrics.index_items.set(runtime.store.count())
+            for batcher in (runtime.encoder.images, runtime.encoder.texts):
+                metrics.queue_depth.labels(batcher.name).set(batcher.queue_depth)
+
     install_error_handlers(app)
     install_limits(app, settings)
+    install_metrics(app, metrics, refresh_gauges)
     for module in (system, images, search, classify, embed):
         app.include_router(module.router)
     return app
