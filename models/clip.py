@@ -59,6 +59,10 @@ class TextTower(Protocol):
         """Encode texts into an (n, dim) float32 array of unit rows."""
         ...
 
+    def count_tokens(self, batch: Sequence[str]) -> list[int]:
+        """Tokens each text takes in the model's context (after truncation)."""
+        ...
+
 
 class WeightsKind(StrEnum):
     TAG = "tag"
@@ -213,6 +217,13 @@ class ClipTextTower:
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self._tokenizer(list(texts))
+
+    def count_tokens(self, batch: Sequence[str]) -> list[int]:
+        tokens = self.tokenize(batch)
+        # Padding is id 0 after the end-of-text token; real tokens may be 0 too ("!"), so count up to the last non-zero.
+        nonzero = tokens != 0
+        last = tokens.shape[1] - 1 - torch.flip(nonzero.int(), dims=[1]).argmax(dim=1)
+        return [int(n) for n in (last + 1).tolist()]
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         tokens = self.tokenize(batch).to(self._placement.device)

@@ -81,6 +81,10 @@ class Encoder:
                 known[text] = cache[text] = row
         return np.stack([known[text] for text in texts])
 
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the texts take in the model's context, all together."""
+        return sum(await asyncio.to_thread(self.towers.text.count_tokens, texts))
+
     async def embed_images(self, images: Sequence[tuple[str, bytes]]) -> np.ndarray:
         """(n, dim) unit rows, one per (name, bytes) image.
 

@@ -19,7 +19,7 @@ from service.deps import Runtime
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import install_limits
 from service.metrics import Metrics, install_metrics
-from service.routes import classify, embed, images, search, system
+from service.routes import classify, embed, images, openai_compat, search, system
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,6 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
     install_error_handlers(app)
     install_limits(app, settings)
     install_metrics(app, metrics, refresh_gauges)
-    for module in (system, images, search, classify, embed):
+    for module in (system, images, search, classify, embed, openai_compat):
         app.include_router(module.router)
     return app

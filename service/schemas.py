@@ -138,3 +138,34 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    """OpenAI's `POST /v1/embeddings` request, for text."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"input": ["a red circle"], "model": "ViT-B-32", "encoding_format": "float"}]}
+    )
+    input: str | list[str] = Field(description="a text or a list of texts (token arrays are not accepted)")
+    model: str = Field(description="the serving model's name (see /v1/stats), or `clipsearch`")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="must equal the model's dimension when given")
+    user: str | None = None
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 of little-endian float32")
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage

@@ -11,6 +11,7 @@ import time
 import httpx
 import numpy as np
 import open_clip
+import openai
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,3 +173,13 @@ def test_sigterm_lets_requests_in_flight_finish_and_loses_nothing_acknowledged(t
         assert client.get("/v1/stats").json()["count"] == len(acknowledged)
         for item in acknowledged[-20:]:
             assert client.get(f"/v1/images/{item}").status_code == 200
+
+
+def test_the_official_openai_client_gets_clip_text_embeddings(tmp_path):
+    with ServerProcess(tmp_path / "data", "--model", "demo") as server, server.client() as client:
+        oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+        result = oai.embeddings.create(model="demo", input=["a red circle", "a blue square"])
+        ours = client.post("/v1/embed/text", json={"texts": ["a red circle", "a blue square"]}).json()["embeddings"]
+    assert [d.index for d in result.data] == [0, 1]
+    assert result.model == "demo" and result.usage.prompt_tokens > 0
+    np.testing.assert_allclose([d.embedding for d in result.data], ours, atol=1e-6)
