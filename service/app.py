@@ -18,6 +18,7 @@ from models.errors import ModelError
 from service.deps import Runtime
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import install_limits
+from service.logs import install_request_ids
 from service.metrics import Metrics, install_metrics
 from service.routes import classify, embed, images, openai_compat, search, system
 from service.settings import Settings
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
     install_error_handlers(app)
     install_limits(app, settings)
     install_metrics(app, metrics, refresh_gauges)
+    install_request_ids(app)  # outermost: every log line of the request carries its id
     for module in (system, images, search, classify, embed, openai_compat):
         app.include_router(module.router)
     return app

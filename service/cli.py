@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from index.types import NewItem
 from models.clip import Precision, model_dim
 from models.errors import ModelLoadError
 from service.app import create_app
+from service.logs import configure_logging
 from service.settings import Settings
 
 cli = typer.Typer(help="Zero-shot image–text retrieval with CLIP and FAISS.", no_args_is_help=True)
@@ -87,8 +87,11 @@ def serve(
             "model.precision": precision,
         }
     )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    # log_config=None: uvicorn's loggers propagate to ours, so they share its format and request ids.
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None
+    )
 
 
 def _read_lines(path: Path, expected: int, what: str) -> list[str]:

@@ -183,3 +183,12 @@ def test_the_official_openai_client_gets_clip_text_embeddings(tmp_path):
     assert [d.index for d in result.data] == [0, 1]
     assert result.model == "demo" and result.usage.prompt_tokens > 0
     np.testing.assert_allclose([d.embedding for d in result.data], ours, atol=1e-6)
+
+
+def test_json_logs_carry_the_request_id_the_client_sent(tmp_path):
+    server = ServerProcess(tmp_path / "data", "--model", "demo", env={"CLIPSEARCH_LOG_FORMAT": "json"})
+    with server, server.client() as client:
+        response = client.get("/v1/stats", headers={"X-Request-ID": "trace-42"})
+        assert response.headers["X-Request-ID"] == "trace-42"
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert any(line.get("request_id") == "trace-42" and "/v1/stats" in line["message"] for line in lines)
