@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(
     shutil.which("docker-compose") is None, reason="docker-compose is not installed (.ci/run installs it)"
 )
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["cpu", "gpu"])
+@pytest.mark.parametrize(
+    "profile", [[], ["--profile", "gpu"], ["--profile", "monitoring"]], ids=["cpu", "gpu", "monitoring"]
+)
 def test_docker_compose_validates_the_compose_file(profile):
     result = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", *profile, "config"],
@@ -25,8 +27,10 @@ def test_docker_compose_validates_the_compose_file(profile):
     )
     assert result.returncode == 0, result.stderr
     assert "clipsearch-data" in result.stdout
-    if profile:
+    if profile == ["--profile", "gpu"]:
         assert "capabilities" in result.stdout and "cuda" in result.stdout
+    if profile == ["--profile", "monitoring"]:
+        assert "prometheus.yml" in result.stdout
 
 
 def test_the_image_runs_as_a_non_root_user_with_a_health_check_and_a_data_volume():
