@@ -7,12 +7,17 @@ import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import numpy as np
 import typer
 import uvicorn
 from pydantic import ValidationError
+from rich.console import Console
 from rich.progress import track
+from rich.table import Table
 
+from client import Client, ClipsearchError
+from client.client import DEFAULT_URL
 from index.ann import IndexSpec, IndexType
 from index.errors import StoreError
 from index.store import DB_FILE, SqliteFaissStore
@@ -163,6 +168,31 @@ def import_vectors(
         final.close()
     except StoreError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+@cli.command()
+def search(
+    query: Annotated[str, typer.Argument(help="what to look for, in words")],
+    k: Annotated[int, typer.Option(min=1, help="how many results")] = 10,
+    server: Annotated[str, typer.Option(help="the service's URL", envvar="CLIPSEARCH_SERVER")] = DEFAULT_URL,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key, if the service needs one", envvar="CLIPSEARCH_API_KEY")
+    ] = None,
+) -> None:
+    """Search a running service by text and print the results as a table."""
+    try:
+        with Client(server, api_key=api_key) as client:
+            hits = client.search_text(query, k=k)
+    except ClipsearchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except httpx.TransportError as exc:
+        typer.echo(f"error: cannot reach {server}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table("rank", "id", "score", "metadata")
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", json.dumps(hit.metadata))
+    Console().print(table)
 
 
 def main() -> None:

@@ -1,0 +1,73 @@
+"""The Python client and `clipsearch search` against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from typer.testing import CliRunner
+
+from client import AsyncClient, Client, ClipsearchError
+from service.cli import cli
+from tests.e2e.test_server import one_object, png
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerProcess(tmp_path_factory.mktemp("client") / "data", "--model", "demo") as running:
+        yield running
+
+
+def test_the_client_adds_searches_classifies_and_deletes(server, tmp_path):
+    circle = tmp_path / "red-circle.png"
+    circle.write_bytes(png(one_object("circle", "red", 1)))
+    with Client(server.url) as client:
+        added = client.add_images(
+            [circle, ("blue.png", png(one_object("square", "blue", 2))), png(one_object("star", "yellow", 3))],
+            ids=["red-circle", "blue-square", "yellow-star"],
+            metadata=[{"colour": "red"}, {"colour": "blue"}, {"colour": "yellow"}],
+        )
+        assert [item.id for item in added] == ["red-circle", "blue-square", "yellow-star"]
+        assert client.search_text("a red circle", k=3)[0].id == "red-circle"
+        assert [h.id for h in client.search_text("a red circle", filter={"colour": "blue"})] == ["blue-square"]
+        assert client.search_image(circle, k=1)[0].id == "red-circle"
+        assert {h.id for h in client.similar("red-circle")} == {"blue-square", "yellow-star"}
+        assert client.get("yellow-star").metadata == {"colour": "yellow"}
+        labels = client.classify(
+            png(one_object("star", "yellow", 4)), ["circle", "square", "star"], template="a yellow {}"
+        )
+        assert labels[0].label == "star"
+        assert client.stats().count == 3
+        client.delete("yellow-star")
+        with pytest.raises(ClipsearchError) as caught:
+            client.get("yellow-star")
+        assert (caught.value.status, caught.value.code) == (404, "not_found")
+
+
+def test_the_async_client_has_the_same_calls(server):
+    async def scenario():
+        async with AsyncClient(server.url) as client:
+            await client.add_images([png(one_object("triangle", "green", 5))], ids=["green-triangle"])
+            hits = await client.search_text("a green triangle", k=1)
+            stats = await client.stats()
+            return hits, stats
+
+    hits, stats = asyncio.run(scenario())
+    assert hits[0].id == "green-triangle" and stats.count >= 1
+
+
+def test_clipsearch_search_prints_a_table_of_results(server):
+    with Client(server.url) as client:
+        client.add_images([png(one_object("circle", "purple", 6))], ids=["purple-circle"])
+    result = CliRunner().invoke(cli, ["search", "a purple circle", "--k", "2", "--server", server.url])
+    assert result.exit_code == 0, result.output
+    assert "purple-circle" in result.output and "score" in result.output
+
+
+def test_clipsearch_search_says_when_the_server_cannot_be_reached():
+    result = CliRunner().invoke(cli, ["search", "anything", "--server", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "cannot reach http://127.0.0.1:9" in result.output
