@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, track
 from rich.table import Table
 
 from client import Client, ClipsearchError
@@ -22,9 +23,10 @@ from index.ann import IndexSpec, IndexType
 from index.errors import StoreError
 from index.store import DB_FILE, SqliteFaissStore
 from index.types import NewItem
-from models.clip import Precision, model_dim
+from models.clip import Precision, load_clip, model_dim
 from models.errors import ModelLoadError
 from service.app import create_app
+from service.bulk import LocalSink, ServerSink, index_paths
 from service.logs import configure_logging
 from service.settings import Settings
 
@@ -193,6 +195,83 @@ def search(
     for rank, hit in enumerate(hits, start=1):
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", json.dumps(hit.metadata))
     Console().print(table)
+
+
+class _RichProgress:
+    """A progress bar with images/s and the time left."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("indexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+        )
+        self._task: TaskID | None = None
+        self._started = time.monotonic()
+        self._done = 0
+
+    def start(self, total: int) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task("index", total=total, rate="")
+
+    def advance(self, count: int) -> None:
+        self._done += count
+        rate = self._done / max(time.monotonic() - self._started, 1e-9)
+        assert self._task is not None
+        self._bar.update(self._task, advance=count, rate=f"{rate:.1f} images/s")
+
+    def stop(self) -> None:
+        self._bar.stop()
+
+
+@cli.command("index")
+def index_folders(
+    paths: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively)", exists=True)],
+    server: Annotated[str | None, typer.Option(help="send to this running service", envvar="CLIPSEARCH_SERVER")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="or write straight into this data directory")] = None,
+    model: Annotated[str | None, typer.Option(help="with --data-dir: the model [env CLIPSEARCH_MODEL__NAME]")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="with --data-dir: its weights")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="images per request or forward pass")] = 32,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key, if the service needs one", envvar="CLIPSEARCH_API_KEY")
+    ] = None,
+) -> None:
+    """Index image folders: skips files already indexed (by content hash), so a rerun resumes."""
+    if (server is None) == (data_dir is None):
+        raise typer.BadParameter("give exactly one of --server and --data-dir")
+    progress = _RichProgress()
+    try:
+        if server is not None:
+            with Client(server, api_key=api_key) as client:
+                summary = index_paths(paths, ServerSink(client), batch_size, progress)
+        else:
+            settings = build_settings({"store.data_dir": data_dir, "model.name": model, "model.pretrained": pretrained})
+            m = settings.model
+            towers = load_clip(
+                m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo, precision=m.precision
+            )
+            store = SqliteFaissStore(
+                settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()
+            )
+            try:
+                sink = LocalSink(towers, store, settings.limits.max_image_pixels)
+                summary = index_paths(paths, sink, batch_size, progress)
+                store.wait_for_index()
+            finally:
+                store.close()
+    except (ClipsearchError, ModelLoadError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except httpx.TransportError as exc:
+        typer.echo(f"error: cannot reach {server}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        progress.stop()
+    typer.echo(f"indexed {summary.indexed}, skipped {summary.skipped} already indexed, failed {len(summary.failed)}")
+    for path, reason in summary.failed:
+        typer.echo(f"  failed: {path}: {reason}")
 
 
 def main() -> None:
