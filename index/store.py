@@ -486,3 +486,34 @@ def _hits(
         return []
     scores, seqs = index.search(query, k, params=params)
     return [(int(s), float(d)) for s, d in zip(seqs[0], scores[0], strict=True) if s != -1]
+
+
+def read_collection(
+    data_dir: Path, chunk: int = 10_000
+) -> tuple[int, str, Iterator[list[tuple[str, Metadata, np.ndarray]]]]:
+    """(dimension, model, chunks of (id, metadata, vector)) of a data directory, read-only.
+
+    Reads one consistent snapshot through SQLite's WAL, so a server may keep
+    running on the directory meanwhile.
+
+    Raises:
+        StorageUnavailableError: no readable store in `data_dir`.
+    """
+    try:
+        db = sqlite3.connect(f"file:{data_dir / DB_FILE}?mode=ro", uri=True)
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.Error as exc:
+        raise StorageUnavailableError(f"no readable store in {data_dir}: {exc}") from exc
+    dim = int(meta["dim"])
+
+    def chunks() -> Iterator[list[tuple[str, Metadata, np.ndarray]]]:
+        try:
+            db.execute("BEGIN")
+            rows = db.execute("SELECT id, metadata, vector FROM items ORDER BY seq")
+            while part := rows.fetchmany(chunk):
+                yield [(r[0], json.loads(r[1]), np.frombuffer(r[2], dtype=np.float32)) for r in part]
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    return dim, meta["model"], chunks()

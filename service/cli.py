@@ -21,7 +21,7 @@ from client import Client, ClipsearchError
 from client.client import DEFAULT_URL
 from index.ann import IndexSpec, IndexType
 from index.errors import StoreError
-from index.store import DB_FILE, SqliteFaissStore
+from index.store import DB_FILE, SqliteFaissStore, read_collection
 from index.types import NewItem
 from models.clip import Precision, load_clip, model_dim
 from models.errors import ModelLoadError
@@ -195,6 +195,47 @@ def search(
     for rank, hit in enumerate(hits, start=1):
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", json.dumps(hit.metadata))
     Console().print(table)
+
+
+@cli.command("export")
+def export_collection(
+    out: Annotated[Path, typer.Argument(help="a new folder for vectors.npy, ids.txt, metadata.jsonl, model.txt")],
+    data_dir: Annotated[Path | None, typer.Option(help="store directory [env CLIPSEARCH_STORE__DATA_DIR]")] = None,
+) -> None:
+    """Write a collection out (a server may keep running on it); `clipsearch import` reads it back."""
+    settings = build_settings({"store.data_dir": data_dir})
+    try:
+        dim, model, chunks = read_collection(settings.store.data_dir)
+    except StoreError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=False)
+    parts: list[np.ndarray] = []
+    with (out / "ids.txt").open("w") as ids, (out / "metadata.jsonl").open("w") as metas:
+        for chunk in chunks:
+            for item_id, metadata, _ in chunk:
+                ids.write(item_id + "\n")
+                metas.write(json.dumps(metadata) + "\n")
+            parts.append(np.stack([vector for _, _, vector in chunk]))
+    vectors = np.concatenate(parts) if parts else np.empty((0, dim), dtype=np.float32)
+    np.save(out / "vectors.npy", vectors)
+    (out / "model.txt").write_text(model + "\n")
+    typer.echo(f"exported {len(vectors)} items ({dim}-d, {model}) to {out}")
+
+
+@cli.command("import")
+def import_collection(
+    folder: Annotated[Path, typer.Argument(help="a folder written by clipsearch export", exists=True, file_okay=False)],
+    data_dir: Annotated[Path | None, typer.Option(help="store directory [env CLIPSEARCH_STORE__DATA_DIR]")] = None,
+) -> None:
+    """Load a folder written by `clipsearch export` into a data directory (stop its server first)."""
+    model = (folder / "model.txt").read_text().strip() if (folder / "model.txt").exists() else None
+    import_vectors(
+        vectors=folder / "vectors.npy",
+        data_dir=data_dir,
+        ids=folder / "ids.txt",
+        metadata=folder / "metadata.jsonl",
+        model=model,
+    )
 
 
 class _RichProgress:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from index.errors import ItemNotFoundError
 from index.store import SqliteFaissStore
+from index.types import NewItem
 from service.cli import cli
 
 runner = CliRunner()
@@ -83,3 +85,31 @@ def test_import_vectors_refuses_an_ids_file_of_another_length(tmp_path):
     )
     assert result.exit_code == 2
     assert "has 2 lines but there are 5 vectors" in message(result.output)
+
+
+def test_export_then_import_moves_a_collection_between_data_directories(tmp_path):
+    vectors = unit_rows(30, 64, seed=3)
+    source = SqliteFaissStore(tmp_path / "a", 64, "demo")
+    source.upsert([NewItem(v, f"item{i}", {"i": i, "tags": ["x"]}) for i, v in enumerate(vectors)])
+    source.delete("item7")
+    # The source stays open, as under a running server: export reads a snapshot beside it.
+    exported = runner.invoke(cli, ["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "a")])
+    source.close()
+    assert exported.exit_code == 0, exported.output
+    assert "exported 29 items (64-d, demo)" in exported.output
+    imported = runner.invoke(cli, ["import", str(tmp_path / "out"), "--data-dir", str(tmp_path / "b")])
+    assert imported.exit_code == 0, imported.output
+    target = SqliteFaissStore(tmp_path / "b", 64, "demo")
+    assert target.count() == 29
+    assert target.get("item12").metadata == {"i": 12, "tags": ["x"]}
+    np.testing.assert_allclose(target.vector("item12"), vectors[12], atol=1e-6)
+    assert target.search(vectors[12], 1)[0].id == "item12"
+    with pytest.raises(ItemNotFoundError):
+        target.get("item7")
+    target.close()
+
+
+def test_export_of_a_directory_without_a_store_is_refused(tmp_path):
+    result = runner.invoke(cli, ["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nothing")])
+    assert result.exit_code == 2
+    assert "no readable store" in message(result.output)
