@@ -10,8 +10,8 @@ class StoreError(Exception):
 class ItemNotFoundError(StoreError):
     """No item has the given id."""
 
-    def __init__(self, item_id: str) -> None:
-        super().__init__(f"no item with id {item_id!r}")
+    def __init__(self, item_id: str, what: str = "item") -> None:
+        super().__init__(f"no {what} with id {item_id!r}" if what == "item" else f"item {item_id!r} has no {what}")
         self.item_id = item_id
 
 

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS items (
     metadata TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS thumbnails (id TEXT PRIMARY KEY, jpeg BLOB NOT NULL);
 """
 
 
@@ -323,6 +324,14 @@ class SqliteFaissStore:
                     ).fetchone()[0]
                     for item_id, vector, metadata in prepared
                 ]
+                self._db.executemany(
+                    "INSERT INTO thumbnails (id, jpeg) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET jpeg=excluded.jpeg",
+                    [
+                        (item_id, item.thumbnail)
+                        for (item_id, _, _), item in zip(prepared, items, strict=True)
+                        if item.thumbnail
+                    ],
+                )
             self._apply(
                 np.asarray(seqs, dtype=np.int64),
                 np.stack([vector for _, vector, _ in prepared]),
@@ -366,6 +375,7 @@ class SqliteFaissStore:
         with self._lock:
             with self._transaction():
                 row = self._db.execute("DELETE FROM items WHERE id = ? RETURNING seq", (item_id,)).fetchone()
+                self._db.execute("DELETE FROM thumbnails WHERE id = ?", (item_id,))
             if row is None:
                 raise ItemNotFoundError(item_id)
             self._apply(np.empty(0, dtype=np.int64), np.empty((0, self._dim), np.float32), np.asarray([row[0]]))
@@ -379,6 +389,14 @@ class SqliteFaissStore:
         if row is None:
             raise ItemNotFoundError(item_id)
         return Item(row[0], json.loads(row[1]), row[2])
+
+    def thumbnail(self, item_id: str) -> bytes:
+        with self._lock:
+            row = self._db.execute("SELECT jpeg FROM thumbnails WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            self.get(item_id)  # an unknown id says so
+            raise ItemNotFoundError(item_id, what="thumbnail")
+        return bytes(row[0])
 
     def vector(self, item_id: str) -> np.ndarray:
         with self._lock:

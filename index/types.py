@@ -24,6 +24,7 @@ class NewItem:
     vector: np.ndarray
     id: str | None = None
     metadata: Metadata = field(default_factory=dict)
+    thumbnail: bytes | None = None  # a small JPEG, kept beside the item
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class VectorStore(Protocol):
     def get(self, item_id: str) -> Item: ...
 
     def vector(self, item_id: str) -> np.ndarray: ...
+
+    def thumbnail(self, item_id: str) -> bytes:
+        """The item's JPEG thumbnail (ItemNotFoundError when it has none)."""
+        ...
 
     def page(self, offset: int, limit: int) -> list[Item]: ...
 

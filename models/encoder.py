@@ -13,6 +13,7 @@ from cachetools import LRUCache
 from models.batcher import BatchObserver, MicroBatcher
 from models.clip import ClipTowers, ModelInfo, zero_shot_probabilities
 from models.errors import InvalidImageError
+from models.images import decode_image, make_thumbnail
 
 
 @dataclass(frozen=True)
@@ -91,20 +92,33 @@ class Encoder:
         Raises:
             InvalidImageError: naming the first image that cannot be used.
         """
+        vectors, _ = await self._embed(images, thumbnails=False)
+        return vectors
+
+    async def embed_images_with_thumbnails(self, images: Sequence[tuple[str, bytes]]) -> tuple[np.ndarray, list[bytes]]:
+        """As embed_images, plus a JPEG thumbnail of each image, made from the same decode."""
+        vectors, thumbnails = await self._embed(images, thumbnails=True)
+        return vectors, thumbnails
+
+    async def _embed(self, images: Sequence[tuple[str, bytes]], *, thumbnails: bool) -> tuple[np.ndarray, list[bytes]]:
+        def prepare(data: bytes) -> tuple[torch.Tensor, bytes]:
+            image = decode_image(data, max_pixels=self._max_pixels)
+            return self.towers.image.preprocess(image), make_thumbnail(image) if thumbnails else b""
+
         # Decoding and preprocessing are CPU work in Pillow and torchvision;
         # worker threads keep the event loop free and overlap with the model.
         results = await asyncio.gather(
-            *(asyncio.to_thread(self.towers.image.prepare, data, max_pixels=self._max_pixels) for _, data in images),
-            return_exceptions=True,
+            *(asyncio.to_thread(prepare, data) for _, data in images), return_exceptions=True
         )
-        pixels: list[torch.Tensor] = []
+        prepared: list[tuple[torch.Tensor, bytes]] = []
         for (name, _), result in zip(images, results, strict=True):
             if isinstance(result, InvalidImageError):
                 raise InvalidImageError(f"{name}: {result}")
             if isinstance(result, BaseException):
                 raise result
-            pixels.append(result)
-        return await self.images.submit(pixels)
+            prepared.append(result)
+        vectors = await self.images.submit([pixels for pixels, _ in prepared])
+        return vectors, [thumb for _, thumb in prepared]
 
     async def classify(self, image: tuple[str, bytes], labels: Sequence[str], template: str) -> list[LabelScore]:
         """Zero-shot classification of one image over `labels`, best first."""

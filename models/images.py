@@ -46,6 +46,18 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     return _to_rgb(image)
 
 
+THUMBNAIL_SIZE = 256
+
+
+def make_thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
+    """A JPEG no larger than size×size pixels, for result grids."""
+    thumbnail = image.copy()
+    thumbnail.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumbnail.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
 MAX_ASPECT = 4.0
 
 

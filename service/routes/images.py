@@ -43,9 +43,9 @@ async def add_images(
         check_metadata(parse_json_field(raw, f"metadata of {name}"), f"metadata of {name}", limits)
         for raw, (name, _) in zip(metadata or ["{}"] * len(uploads), uploads, strict=True)
     ]
-    vectors = await encoder.embed_images(uploads)
+    vectors, thumbnails = await encoder.embed_images_with_thumbnails(uploads)
     new_items = [
-        NewItem(vector=vector, id=ids[i] if ids is not None else None, metadata=metas[i])
+        NewItem(vector=vector, id=ids[i] if ids is not None else None, metadata=metas[i], thumbnail=thumbnails[i])
         for i, vector in enumerate(vectors)
     ]
     # SQLite commits with fsync: blocking I/O, so off the event loop.
@@ -80,6 +80,19 @@ async def delete_image(store: StoreDep, item_id: str) -> Response:
     """Remove the item; it is gone from searches when this answers."""
     await asyncio.to_thread(store.delete, item_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/{item_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 256x256 pixels"}},
+    dependencies=[ReadKey],
+)
+async def get_thumbnail(store: StoreDep, item_id: str) -> Response:
+    """The thumbnail kept when the image was added (items from import-vectors have none: 404)."""
+    jpeg = await asyncio.to_thread(store.thumbnail, item_id)
+    # An upsert under the same id replaces it, so browsers may keep it only briefly.
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
 
 
 @router.get("/{item_id}/embedding", response_model=EmbeddingsResponse, dependencies=[ReadKey])

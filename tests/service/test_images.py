@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
+from PIL import Image
+
+from index.types import NewItem
 from tests.fakes import image_bytes
 
 
@@ -123,3 +128,22 @@ def test_too_many_files_in_one_request_are_refused(client, settings):
     response = client.post("/v1/images", files=files)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "too_many_files"
+
+
+def test_a_thumbnail_is_kept_for_every_added_image_and_goes_with_it(client):
+    files = [("files", ("big.png", image_bytes("red", size=(800, 400))))]
+    client.post("/v1/images", files=files, data={"ids": ["big"]})
+    response = client.get("/v1/images/big/thumbnail")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    thumbnail = Image.open(io.BytesIO(response.content))
+    assert thumbnail.size == (256, 128)
+    client.delete("/v1/images/big")
+    assert client.get("/v1/images/big/thumbnail").status_code == 404
+
+
+def test_an_item_without_a_thumbnail_says_so(client):
+    store = client.app.state.runtime.store
+    store.upsert([NewItem(np.ones(8, dtype=np.float32), "vector-only")])
+    response = client.get("/v1/images/vector-only/thumbnail")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "item 'vector-only' has no thumbnail"
