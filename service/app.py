@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from index.errors import StoreError
 from index.store import SqliteFaissStore
@@ -20,7 +21,7 @@ from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import install_limits
 from service.logs import install_request_ids
 from service.metrics import Metrics, install_metrics
-from service.routes import classify, embed, images, openai_compat, search, system
+from service.routes import classify, embed, images, openai_compat, search, system, web
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
     install_limits(app, settings)
     install_metrics(app, metrics, refresh_gauges)
     install_request_ids(app)  # outermost: every log line of the request carries its id
-    for module in (system, images, search, classify, embed, openai_compat):
+    for module in (system, images, search, classify, embed, openai_compat, web):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     return app
