@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS items (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS thumbnails (id TEXT PRIMARY KEY, jpeg BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS originals (id TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 
 
@@ -324,14 +325,14 @@ class SqliteFaissStore:
                     ).fetchone()[0]
                     for item_id, vector, metadata in prepared
                 ]
-                self._db.executemany(
-                    "INSERT INTO thumbnails (id, jpeg) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET jpeg=excluded.jpeg",
-                    [
-                        (item_id, item.thumbnail)
-                        for (item_id, _, _), item in zip(prepared, items, strict=True)
-                        if item.thumbnail
-                    ],
-                )
+                for (item_id, _, _), item in zip(prepared, items, strict=True):
+                    # An upsert replaces what the earlier version kept, or drops it.
+                    self._db.execute("DELETE FROM thumbnails WHERE id = ?", (item_id,))
+                    self._db.execute("DELETE FROM originals WHERE id = ?", (item_id,))
+                    if item.thumbnail:
+                        self._db.execute("INSERT INTO thumbnails VALUES (?, ?)", (item_id, item.thumbnail))
+                    if item.original:
+                        self._db.execute("INSERT INTO originals VALUES (?, ?)", (item_id, item.original))
             self._apply(
                 np.asarray(seqs, dtype=np.int64),
                 np.stack([vector for _, vector, _ in prepared]),
@@ -376,6 +377,7 @@ class SqliteFaissStore:
             with self._transaction():
                 row = self._db.execute("DELETE FROM items WHERE id = ? RETURNING seq", (item_id,)).fetchone()
                 self._db.execute("DELETE FROM thumbnails WHERE id = ?", (item_id,))
+                self._db.execute("DELETE FROM originals WHERE id = ?", (item_id,))
             if row is None:
                 raise ItemNotFoundError(item_id)
             self._apply(np.empty(0, dtype=np.int64), np.empty((0, self._dim), np.float32), np.asarray([row[0]]))
@@ -391,11 +393,17 @@ class SqliteFaissStore:
         return Item(row[0], json.loads(row[1]), row[2])
 
     def thumbnail(self, item_id: str) -> bytes:
+        return self._blob("SELECT jpeg FROM thumbnails WHERE id = ?", item_id, "thumbnail")
+
+    def original(self, item_id: str) -> bytes:
+        return self._blob("SELECT data FROM originals WHERE id = ?", item_id, "stored original")
+
+    def _blob(self, sql: str, item_id: str, what: str) -> bytes:
         with self._lock:
-            row = self._db.execute("SELECT jpeg FROM thumbnails WHERE id = ?", (item_id,)).fetchone()
+            row = self._db.execute(sql, (item_id,)).fetchone()
         if row is None:
             self.get(item_id)  # an unknown id says so
-            raise ItemNotFoundError(item_id, what="thumbnail")
+            raise ItemNotFoundError(item_id, what=what)
         return bytes(row[0])
 
     def vector(self, item_id: str) -> np.ndarray:

@@ -25,6 +25,7 @@ class NewItem:
     id: str | None = None
     metadata: Metadata = field(default_factory=dict)
     thumbnail: bytes | None = None  # a small JPEG, kept beside the item
+    original: bytes | None = None  # the uploaded file, where the service keeps originals
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class VectorStore(Protocol):
 
     def thumbnail(self, item_id: str) -> bytes:
         """The item's JPEG thumbnail (ItemNotFoundError when it has none)."""
+        ...
+
+    def original(self, item_id: str) -> bytes:
+        """The item's uploaded file (ItemNotFoundError when it was not kept)."""
         ...
 
     def page(self, offset: int, limit: int) -> list[Item]: ...

@@ -37,6 +37,7 @@ class ModelSettings(BaseModel):
 
 class StoreSettings(BaseModel):
     data_dir: Path = Field(Path("data"), description="directory of the durable store")
+    keep_originals: bool = Field(False, description="keep each uploaded file, served at /v1/images/{id}/original")
     index: IndexType = Field(IndexType.AUTO, description="flat (exact), hnsw, ivf, or auto (flat below auto_threshold)")
     encoding: Encoding = Field(Encoding.FLAT, description="ANN vector storage: flat (float32), sq8 or pq")
     auto_threshold: int = Field(100_000, ge=1, description="collection size at which auto switches to hnsw")

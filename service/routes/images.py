@@ -45,7 +45,13 @@ async def add_images(
     ]
     vectors, thumbnails = await encoder.embed_images_with_thumbnails(uploads)
     new_items = [
-        NewItem(vector=vector, id=ids[i] if ids is not None else None, metadata=metas[i], thumbnail=thumbnails[i])
+        NewItem(
+            vector=vector,
+            id=ids[i] if ids is not None else None,
+            metadata=metas[i],
+            thumbnail=thumbnails[i],
+            original=uploads[i][1] if settings.store.keep_originals else None,
+        )
         for i, vector in enumerate(vectors)
     ]
     # SQLite commits with fsync: blocking I/O, so off the event loop.
@@ -93,6 +99,18 @@ async def get_thumbnail(store: StoreDep, item_id: str) -> Response:
     jpeg = await asyncio.to_thread(store.thumbnail, item_id)
     # An upsert under the same id replaces it, so browsers may keep it only briefly.
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get(
+    "/{item_id}/original",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the file as uploaded"}},
+    dependencies=[ReadKey],
+)
+async def get_original(store: StoreDep, item_id: str) -> Response:
+    """The uploaded file itself, where the service keeps originals (CLIPSEARCH_STORE__KEEP_ORIGINALS)."""
+    data = await asyncio.to_thread(store.original, item_id)
+    return Response(data, media_type="application/octet-stream")
 
 
 @router.get("/{item_id}/embedding", response_model=EmbeddingsResponse, dependencies=[ReadKey])

@@ -4,10 +4,13 @@ import io
 import json
 
 import numpy as np
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from index.types import NewItem
-from tests.fakes import image_bytes
+from service.app import create_app
+from service.settings import StoreSettings
+from tests.fakes import fake_towers, image_bytes
 
 
 def upload(client, colours, *, ids=None, metadata=None):
@@ -147,3 +150,24 @@ def test_an_item_without_a_thumbnail_says_so(client):
     response = client.get("/v1/images/vector-only/thumbnail")
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "item 'vector-only' has no thumbnail"
+
+
+def test_originals_are_kept_only_where_configured(settings):
+    data = image_bytes("green", size=(40, 30))
+    for keep in (True, False):
+        settings.store = StoreSettings(data_dir=settings.store.data_dir.with_name(f"keep-{keep}"), keep_originals=keep)
+        with TestClient(create_app(settings, towers=fake_towers())) as client:
+            client.post("/v1/images", files=[("files", ("g.png", data))], data={"ids": ["g"]})
+            response = client.get("/v1/images/g/original")
+            if keep:
+                assert response.status_code == 200 and response.content == data
+            else:
+                assert response.status_code == 404
+                assert response.json()["error"]["message"] == "item 'g' has no stored original"
+
+
+def test_an_upsert_replaces_the_thumbnail(client):
+    client.post("/v1/images", files=[("files", ("a.png", image_bytes("red")))], data={"ids": ["x"]})
+    client.post("/v1/images", files=[("files", ("b.png", image_bytes("blue")))], data={"ids": ["x"]})
+    pixel = Image.open(io.BytesIO(client.get("/v1/images/x/thumbnail").content)).convert("RGB").getpixel((8, 8))
+    assert pixel[2] > 200 and pixel[0] < 60
