@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,7 +78,3 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
