@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from pythonjsonlogger.json import JsonFormatter
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -40,16 +41,30 @@ def configure_logging(level: str, fmt: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
-def install_request_ids(app: FastAPI) -> None:
-    """Give each request an id (the client's X-Request-ID when it is sane) and echo it back."""
+class _RequestIds:
+    """Pure ASGI: gives each request an id (the client's X-Request-ID when it is
+    sane) and echoes it in the response headers."""
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        given = request.headers.get(REQUEST_ID_HEADER, "")
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         value = given if _CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
-        # Not reset afterwards: the server's access-log line comes after this
-        # returns, and each request runs in its own task, so its own context.
+        # Not reset afterwards: the server's access-log line comes after the
+        # answer, and each request runs in its own task, so its own context.
         _request_id.set(value)
-        response = await call_next(request)
-        response.headers[REQUEST_ID_HEADER] = value
-        return response
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def install_request_ids(app: FastAPI) -> None:
+    app.add_middleware(_RequestIds)

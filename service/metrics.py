@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -44,19 +45,38 @@ class Metrics:
             self.batch_wait.labels(tower).observe(wait)
 
 
-def install_metrics(app: FastAPI, metrics: Metrics, refresh: Callable[[], None]) -> None:
-    """Count and time every request by route template; serve /metrics (calling `refresh` for gauges)."""
+class _RequestMetrics:
+    """Pure ASGI: counts and times every request by route template and status."""
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # The route's template, not the raw path: ids would make a label per item.
-        template = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        metrics.request_seconds.labels(request.method, template).observe(time.perf_counter() - started)
-        return response
+        status = 500  # what the server answers if the app raises before answering
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # The route's template, not the raw path: ids would make a label per item.
+            template = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            self.metrics.request_seconds.labels(scope["method"], template).observe(time.perf_counter() - started)
+
+
+def install_metrics(app: FastAPI, metrics: Metrics, refresh: Callable[[], None]) -> None:
+    """Count and time every request; serve /metrics (calling `refresh` for gauges)."""
+    app.add_middleware(_RequestMetrics, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     async def scrape() -> Response:
