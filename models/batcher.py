@@ -3,8 +3,9 @@
 Each submitted item gets a future. One consumer task takes the first waiting
 item, adds whatever else is queued (waiting at most `max_wait_s` for more when
 callers are arriving together) up to `max_batch_size`, runs the forward pass
-in a worker thread and resolves every future with its own row, or fails every
-future of the batch with the error.
+in a worker thread and resolves every future with its own result (an
+embedding row, a caption, a score), or fails every future of the batch with
+the error.
 Items whose caller went away (cancelled future) are skipped.
 """
 
@@ -16,13 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-import numpy as np
-
 from models.errors import OverloadedError, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 
 class BatchObserver(Protocol):
@@ -34,18 +34,18 @@ class BatchObserver(Protocol):
 
 
 @dataclass
-class _Pending(Generic[ItemT]):
+class _Pending(Generic[ItemT, ResultT]):
     item: ItemT
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[ResultT]
     queued_at: float = 0.0
 
 
-class MicroBatcher(Generic[ItemT]):
-    """Batches items from concurrent callers into calls of `encode(list) -> (n, dim) array`."""
+class MicroBatcher(Generic[ItemT, ResultT]):
+    """Batches items from concurrent callers into calls of `encode(items) -> one result per item`."""
 
     def __init__(
         self,
-        encode: Callable[[Sequence[ItemT]], np.ndarray],
+        encode: Callable[[Sequence[ItemT]], Sequence[ResultT]],
         *,
         max_batch_size: int,
         max_wait_s: float,
@@ -58,7 +58,7 @@ class MicroBatcher(Generic[ItemT]):
         self._encode = encode
         self.max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[_Pending[ItemT] | None] = asyncio.Queue(maxsize=max_queue)
+        self._queue: asyncio.Queue[_Pending[ItemT, ResultT] | None] = asyncio.Queue(maxsize=max_queue)
         self.name = name
         self._observer = observer
         self._task: asyncio.Task[None] | None = None
@@ -83,8 +83,8 @@ class MicroBatcher(Generic[ItemT]):
             await self._queue.put(None)  # sentinel: everything before it still gets served
             await self._task
 
-    async def submit(self, items: Sequence[ItemT]) -> np.ndarray:
-        """Encode `items` (possibly batched with other callers' items); rows in order.
+    async def submit(self, items: Sequence[ItemT]) -> list[ResultT]:
+        """Encode `items` (possibly batched with other callers' items); results in order.
 
         Raises:
             OverloadedError: the queue has no room for all of `items`.
@@ -101,11 +101,10 @@ class MicroBatcher(Generic[ItemT]):
                 retry_after=1.0,
             )
         loop = asyncio.get_running_loop()
-        pending = [_Pending(item, loop.create_future(), loop.time()) for item in items]
+        pending: list[_Pending[ItemT, ResultT]] = [_Pending(item, loop.create_future(), loop.time()) for item in items]
         for p in pending:
             self._queue.put_nowait(p)
-        rows = await asyncio.gather(*(p.future for p in pending))
-        return np.stack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+        return list(await asyncio.gather(*(p.future for p in pending)))
 
     async def _consume(self) -> None:
         stopping = False
@@ -124,7 +123,7 @@ class MicroBatcher(Generic[ItemT]):
             self._last_batch_size = len(batch)
             await self._run(batch)
 
-    def _drain_into(self, batch: list[_Pending[ItemT]]) -> bool:
+    def _drain_into(self, batch: list[_Pending[ItemT, ResultT]]) -> bool:
         """Move queued items into `batch` up to the size cap; True if the stop sentinel was met."""
         while len(batch) < self.max_batch_size:
             try:
@@ -136,7 +135,7 @@ class MicroBatcher(Generic[ItemT]):
             batch.append(pending)
         return False
 
-    async def _run(self, batch: list[_Pending[ItemT]]) -> None:
+    async def _run(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
         live = [p for p in batch if not p.future.done()]  # cancelled: the caller went away
         if not live:
             return
@@ -144,18 +143,18 @@ class MicroBatcher(Generic[ItemT]):
         started = loop.time()
         try:
             # The forward pass runs in a thread so the event loop keeps serving requests.
-            rows = await asyncio.to_thread(self._encode, [p.item for p in live])
-            if len(rows) != len(live):
-                raise RuntimeError(f"{self.name} encoder returned {len(rows)} rows for {len(live)} items")
+            results = await asyncio.to_thread(self._encode, [p.item for p in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"{self.name} encoder returned {len(results)} results for {len(live)} items")
         except Exception as exc:
             log.exception("%s batch of %d failed", self.name, len(live))
             for p in live:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        for p, row in zip(live, rows, strict=True):
+        for p, result in zip(live, results, strict=True):
             if not p.future.done():
-                p.future.set_result(row)
+                p.future.set_result(result)
         if self._observer is not None:
             waits = [started - p.queued_at for p in live]
             self._observer.batch_done(self.name, len(live), waits, loop.time() - started)

@@ -41,16 +41,16 @@ class Encoder:
         self._max_pixels = max_pixels
         # Queries repeat (popular searches, classify labels): their rows are kept.
         self._text_cache: LRUCache[str, np.ndarray] | None = LRUCache(text_cache_size) if text_cache_size else None
-        self.images: MicroBatcher[torch.Tensor] = MicroBatcher(
-            towers.image.encode,
+        self.images: MicroBatcher[torch.Tensor, np.ndarray] = MicroBatcher(
+            lambda batch: list(towers.image.encode(batch)),
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_s,
             max_queue=max_queue,
             name="image",
             observer=observer,
         )
-        self.texts: MicroBatcher[str] = MicroBatcher(
-            towers.text.encode,
+        self.texts: MicroBatcher[str, np.ndarray] = MicroBatcher(
+            lambda batch: list(towers.text.encode(batch)),
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_s,
             max_queue=max_queue,
@@ -73,7 +73,7 @@ class Encoder:
         """(n, dim) unit rows, one per text; repeated texts come from an LRU cache."""
         cache = self._text_cache
         if cache is None:
-            return await self.texts.submit(texts)
+            return np.stack(await self.texts.submit(texts))
         known = {text: row for text in texts if (row := cache.get(text)) is not None}
         missing = list(dict.fromkeys(text for text in texts if text not in known))
         if missing:
@@ -117,7 +117,7 @@ class Encoder:
             if isinstance(result, BaseException):
                 raise result
             prepared.append(result)
-        vectors = await self.images.submit([pixels for pixels, _ in prepared])
+        vectors = np.stack(await self.images.submit([pixels for pixels, _ in prepared]))
         return vectors, [thumb for _, thumb in prepared]
 
     async def classify(self, image: tuple[str, bytes], labels: Sequence[str], template: str) -> list[LabelScore]:

@@ -35,7 +35,7 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_rows():
 
     results, sizes = run(scenario())
     for i, rows in enumerate(results):
-        assert rows.tolist() == [[i, 2 * i]]
+        assert np.stack(rows).tolist() == [[i, 2 * i]]
     assert sum(sizes) == 20
     assert max(sizes) > 1 and max(sizes) <= 8
 
@@ -50,7 +50,7 @@ def test_a_lone_caller_is_not_kept_waiting_for_company():
         return first, second
 
     first, second = run(scenario())
-    assert (first.tolist(), second.tolist()) == ([[1, 2]], [[2, 4]])
+    assert (np.stack(first).tolist(), np.stack(second).tolist()) == ([[1, 2]], [[2, 4]])
 
 
 def test_one_caller_with_several_items_gets_rows_in_order():
@@ -61,7 +61,7 @@ def test_one_caller_with_several_items_gets_rows_in_order():
         await batcher.stop()
         return rows
 
-    assert run(scenario())[:, 0].tolist() == [1, 2, 3, 4, 5]
+    assert np.stack(run(scenario()))[:, 0].tolist() == [1, 2, 3, 4, 5]
 
 
 def test_batch_size_one_turns_batching_off():
@@ -111,7 +111,7 @@ def test_an_error_reaches_every_caller_of_the_failed_batch_and_the_batcher_goes_
 
     outcomes, after = run(scenario())
     assert all(isinstance(o, RuntimeError) and str(o) == "boom" for o in outcomes)
-    assert after.tolist() == [[7, 14]]
+    assert np.stack(after).tolist() == [[7, 14]]
 
 
 def test_a_full_queue_answers_overloaded_instead_of_waiting():
@@ -164,7 +164,7 @@ def test_callers_that_went_away_are_skipped():
 
     seen, rows = run(scenario())
     assert seen == [[0.0], [2.0]]
-    assert rows.tolist() == [[2, 4]]
+    assert np.stack(rows).tolist() == [[2, 4]]
 
 
 def test_stop_serves_queued_items_then_refuses_new_ones():
@@ -175,7 +175,7 @@ def test_stop_serves_queued_items_then_refuses_new_ones():
         await asyncio.sleep(0)
         await batcher.stop()
         # The consumer is gone now: only rows it resolved before stopping can arrive.
-        served = [rows.tolist() for rows in await asyncio.wait_for(asyncio.gather(*pending), 1)]
+        served = [np.stack(rows).tolist() for rows in await asyncio.wait_for(asyncio.gather(*pending), 1)]
         with pytest.raises(ShuttingDownError):
             await batcher.submit([9.0])
         return served
