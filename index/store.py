@@ -39,7 +39,7 @@ from index.errors import (
     StorageUnavailableError,
     StoreError,
 )
-from index.types import FieldFilter, Hit, Item, Metadata, NewItem, validate_id
+from index.types import FieldFilter, Hit, Item, Metadata, NewItem, VectorField, validate_id
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE TABLE IF NOT EXISTS thumbnails (id TEXT PRIMARY KEY, jpeg BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS originals (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS caption_vectors (id TEXT PRIMARY KEY, vector BLOB NOT NULL);
 """
 
 
@@ -122,6 +123,9 @@ class SqliteFaissStore:
             self._lock_file.close()
             raise
         self._exact = _flat(dim)
+        # Caption vectors, under their item's seq. Always exact: captions are an
+        # optional second field, and the ANN machinery serves the image vectors.
+        self._captions = _flat(dim)
         self._load_exact()
         self._load_saved_ann()
         self._maybe_build()
@@ -181,6 +185,11 @@ class SqliteFaissStore:
     def _load_exact(self) -> None:
         for seqs, vectors in self._read_vectors(self._db):
             self._exact.add_with_ids(vectors, seqs)
+        rows = self._db.execute("SELECT items.seq, caption_vectors.vector FROM items JOIN caption_vectors USING (id)")
+        while chunk := rows.fetchmany(65536):
+            seqs = np.fromiter((seq for seq, _ in chunk), dtype=np.int64, count=len(chunk))
+            vectors = np.frombuffer(b"".join(blob for _, blob in chunk), dtype=np.float32).reshape(-1, self._dim)
+            self._captions.add_with_ids(vectors, seqs)
 
     def _live_seqs(self) -> np.ndarray:
         return np.sort(faiss.vector_to_array(self._exact.id_map))
@@ -325,19 +334,28 @@ class SqliteFaissStore:
                     ).fetchone()[0]
                     for item_id, vector, metadata in prepared
                 ]
-                for (item_id, _, _), item in zip(prepared, items, strict=True):
+                captions: list[tuple[int, np.ndarray]] = []
+                for (item_id, _, _), item, seq in zip(prepared, items, seqs, strict=True):
                     # An upsert replaces what the earlier version kept, or drops it.
-                    self._db.execute("DELETE FROM thumbnails WHERE id = ?", (item_id,))
-                    self._db.execute("DELETE FROM originals WHERE id = ?", (item_id,))
+                    for table in ("thumbnails", "originals", "caption_vectors"):
+                        self._db.execute(f"DELETE FROM {table} WHERE id = ?", (item_id,))
                     if item.thumbnail:
                         self._db.execute("INSERT INTO thumbnails VALUES (?, ?)", (item_id, item.thumbnail))
                     if item.original:
                         self._db.execute("INSERT INTO originals VALUES (?, ?)", (item_id, item.original))
+                    if item.caption_vector is not None:
+                        caption = self._unit(item.caption_vector, "caption vector")
+                        self._db.execute("INSERT INTO caption_vectors VALUES (?, ?)", (item_id, caption.tobytes()))
+                        captions.append((seq, caption))
             self._apply(
                 np.asarray(seqs, dtype=np.int64),
                 np.stack([vector for _, vector, _ in prepared]),
                 np.asarray(replaced, dtype=np.int64),
             )
+            if captions:
+                self._captions.add_with_ids(
+                    np.stack([v for _, v in captions]), np.asarray([s for s, _ in captions], dtype=np.int64)
+                )
         self._maybe_build()
         return [Item(item_id, metadata, now) for item_id, _, metadata in prepared]
 
@@ -345,6 +363,7 @@ class SqliteFaissStore:
         """Bring the FAISS indexes in line with a committed write; caller holds the lock."""
         if len(removed):
             self._exact.remove_ids(removed)
+            self._captions.remove_ids(removed)
         if len(added):
             self._exact.add_with_ids(vectors, added)
         ann = self._ann
@@ -361,23 +380,28 @@ class SqliteFaissStore:
 
     def _prepare(self, item: NewItem) -> tuple[str, np.ndarray, Metadata]:
         item_id = validate_id(item.id) if item.id is not None else uuid.uuid4().hex
-        vector = np.asarray(item.vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self._dim:
-            raise InvalidItemError(f"vector has {vector.shape[0]} dimensions; this store holds {self._dim}")
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
-            raise InvalidItemError("vector must be finite and non-zero")
         if not isinstance(item.metadata, dict):
             raise InvalidItemError("metadata must be a JSON object")
+        if item.caption_vector is not None:
+            self._unit(item.caption_vector, "caption vector")  # refused before anything is written
+        return item_id, self._unit(item.vector, "vector"), item.metadata
+
+    def _unit(self, raw: np.ndarray, what: str) -> np.ndarray:
+        vector = np.asarray(raw, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self._dim:
+            raise InvalidItemError(f"{what} has {vector.shape[0]} dimensions; this store holds {self._dim}")
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise InvalidItemError(f"{what} must be finite and non-zero")
         # Unit length makes FAISS inner products cosine similarities.
-        return item_id, np.ascontiguousarray(vector / norm), item.metadata
+        return np.ascontiguousarray(vector / norm)
 
     def delete(self, item_id: str) -> None:
         with self._lock:
             with self._transaction():
                 row = self._db.execute("DELETE FROM items WHERE id = ? RETURNING seq", (item_id,)).fetchone()
-                self._db.execute("DELETE FROM thumbnails WHERE id = ?", (item_id,))
-                self._db.execute("DELETE FROM originals WHERE id = ?", (item_id,))
+                for table in ("thumbnails", "originals", "caption_vectors"):
+                    self._db.execute(f"DELETE FROM {table} WHERE id = ?", (item_id,))
             if row is None:
                 raise ItemNotFoundError(item_id)
             self._apply(np.empty(0, dtype=np.int64), np.empty((0, self._dim), np.float32), np.asarray([row[0]]))
@@ -428,7 +452,10 @@ class SqliteFaissStore:
         filters: Sequence[FieldFilter] = (),
         min_score: float | None = None,
         exclude_id: str | None = None,
+        fields: Sequence[VectorField] = (VectorField.IMAGE,),
     ) -> list[Hit]:
+        if not fields:
+            raise InvalidItemError("fields names no vector field to search")
         query = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         if query.shape[1] != self._dim:
             raise InvalidItemError(f"query vector has {query.shape[1]} dimensions; this store holds {self._dim}")
@@ -441,24 +468,39 @@ class SqliteFaissStore:
         with self._lock:
             exclude_seq = self._seq_of(exclude_id) if exclude_id is not None else None
             fetch = k + (exclude_seq is not None)
-            if filters:
-                found = self._search_filtered(query, fetch, filters)
-            elif self._ann is not None:
-                found = self._search_ann(self._ann, query, fetch)
-            else:
-                found = _hits(self._exact, query, min(fetch, self._exact.ntotal))
-            found = [(s, d) for s, d in found if s != exclude_seq and (min_score is None or d >= min_score)][:k]
+            matching = self._matching_seqs(filters) if filters else None
+            # The best of each field's top `fetch` holds the top `fetch` by best field.
+            best: dict[int, tuple[float, VectorField]] = {}
+            for f in dict.fromkeys(fields):
+                for seq, score in self._search_field(f, query, fetch, matching):
+                    if seq not in best or score > best[seq][0]:
+                        best[seq] = (score, f)
+            found = sorted(best.items(), key=lambda hit: -hit[1][0])
+            found = [(s, d) for s, d in found if s != exclude_seq and (min_score is None or d[0] >= min_score)][:k]
             rows = self._rows_by_seq([s for s, _ in found])
-        return [Hit(rows[s][0], d, rows[s][1]) for s, d in found if s in rows]
+        return [Hit(rows[s][0], score, rows[s][1], f) for s, (score, f) in found if s in rows]
 
-    def _search_filtered(self, query: np.ndarray, k: int, filters: Sequence[FieldFilter]) -> list[tuple[int, float]]:
+    def _search_field(
+        self, f: VectorField, query: np.ndarray, k: int, matching: np.ndarray | None
+    ) -> list[tuple[int, float]]:
+        if matching is not None:
+            return self._search_filtered(self._exact if f is VectorField.IMAGE else self._captions, query, k, matching)
+        if f is VectorField.CAPTION:
+            return _hits(self._captions, query, min(k, self._captions.ntotal))
+        if self._ann is not None:
+            return self._search_ann(self._ann, query, k)
+        return _hits(self._exact, query, min(k, self._exact.ntotal))
+
+    @staticmethod
+    def _search_filtered(
+        index: faiss.Index, query: np.ndarray, k: int, matching: np.ndarray
+    ) -> list[tuple[int, float]]:
         # Searching only the matching ids, exactly, gives the true top-k among
         # them, where filtering a short ANN list afterwards could miss some.
-        matching = self._matching_seqs(filters)
         if not len(matching):
             return []
         params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(matching))
-        return _hits(self._exact, query, min(k, len(matching)), params)
+        return _hits(index, query, min(k, len(matching), index.ntotal), params)
 
     def _search_ann(self, ann: _Ann, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         params = search_parameters(self._spec, ann.kind, np.fromiter(ann.stale, dtype=np.int64))
@@ -514,10 +556,11 @@ def _hits(
     return [(int(s), float(d)) for s, d in zip(seqs[0], scores[0], strict=True) if s != -1]
 
 
-def read_collection(
-    data_dir: Path, chunk: int = 10_000
-) -> tuple[int, str, Iterator[list[tuple[str, Metadata, np.ndarray]]]]:
-    """(dimension, model, chunks of (id, metadata, vector)) of a data directory, read-only.
+ExportRow = tuple[str, Metadata, np.ndarray, np.ndarray | None]
+
+
+def read_collection(data_dir: Path, chunk: int = 10_000) -> tuple[int, str, Iterator[list[ExportRow]]]:
+    """(dimension, model, chunks of (id, metadata, vector, caption vector or None)) of a data directory, read-only.
 
     Reads one consistent snapshot through SQLite's WAL, so a server may keep
     running on the directory meanwhile.
@@ -528,16 +571,32 @@ def read_collection(
     try:
         db = sqlite3.connect(f"file:{data_dir / DB_FILE}?mode=ro", uri=True)
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        # Stores written before captions existed have no caption table.
+        has_captions = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'caption_vectors'").fetchone() is not None
     except sqlite3.Error as exc:
         raise StorageUnavailableError(f"no readable store in {data_dir}: {exc}") from exc
     dim = int(meta["dim"])
+    sql = (
+        "SELECT items.id, metadata, items.vector, caption_vectors.vector FROM items "
+        "LEFT JOIN caption_vectors USING (id) ORDER BY seq"
+        if has_captions
+        else "SELECT id, metadata, vector, NULL FROM items ORDER BY seq"
+    )
 
-    def chunks() -> Iterator[list[tuple[str, Metadata, np.ndarray]]]:
+    def chunks() -> Iterator[list[ExportRow]]:
         try:
             db.execute("BEGIN")
-            rows = db.execute("SELECT id, metadata, vector FROM items ORDER BY seq")
+            rows = db.execute(sql)
             while part := rows.fetchmany(chunk):
-                yield [(r[0], json.loads(r[1]), np.frombuffer(r[2], dtype=np.float32)) for r in part]
+                yield [
+                    (
+                        r[0],
+                        json.loads(r[1]),
+                        np.frombuffer(r[2], dtype=np.float32),
+                        np.frombuffer(r[3], dtype=np.float32) if r[3] is not None else None,
+                    )
+                    for r in part
+                ]
             db.execute("COMMIT")
         finally:
             db.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,6 +27,7 @@ class NewItem:
     metadata: Metadata = field(default_factory=dict)
     thumbnail: bytes | None = None  # a small JPEG, kept beside the item
     original: bytes | None = None  # the uploaded file, where the service keeps originals
+    caption_vector: np.ndarray | None = None  # the text embedding of the item's caption, if it has one
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,19 @@ class Item:
     created_at: float
 
 
+class VectorField(StrEnum):
+    """Which of an item's vectors a search compares the query with."""
+
+    IMAGE = "image"
+    CAPTION = "caption"
+
+
 @dataclass(frozen=True)
 class Hit:
     id: str
     score: float
     metadata: Metadata
+    matched: VectorField = VectorField.IMAGE  # the field whose vector gave `score`
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,14 @@ class VectorStore(Protocol):
         filters: Sequence[FieldFilter] = (),
         min_score: float | None = None,
         exclude_id: str | None = None,
+        fields: Sequence[VectorField] = (VectorField.IMAGE,),
     ) -> list[Hit]:
-        """The k items most similar to `query` among those matching every filter, best first."""
+        """The k items most similar to `query` among those matching every filter, best first.
+
+        With several `fields`, an item's score is the highest cosine similarity
+        of the query to any of its vectors in those fields (items without a
+        caption are compared by their image alone).
+        """
         ...
 
     def close(self) -> None: ...

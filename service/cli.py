@@ -78,6 +78,14 @@ def serve(
     precision: Annotated[
         Precision | None, typer.Option(help="auto, fp32, bf16 or fp16 [env CLIPSEARCH_MODEL__PRECISION]")
     ] = None,
+    captioner: Annotated[
+        str | None,
+        typer.Option(help="BLIP captioner: hub id, directory or `demo`; unset: off [env CLIPSEARCH_BLIP__CAPTIONER]"),
+    ] = None,
+    itm: Annotated[
+        str | None,
+        typer.Option(help="BLIP ITM reranker: hub id, directory or `demo`; unset: off [env CLIPSEARCH_BLIP__ITM]"),
+    ] = None,
 ) -> None:
     """Run the HTTP service."""
     settings = build_settings(
@@ -92,6 +100,8 @@ def serve(
             "batching.max_batch_wait_ms": max_batch_wait_ms,
             "store.index": index,
             "model.precision": precision,
+            "blip.captioner": captioner,
+            "blip.itm": itm,
         }
     )
     configure_logging(settings.log_level, settings.log_format)
@@ -131,6 +141,14 @@ def import_vectors(
         str | None, typer.Option(help="model the vectors came from, for a new store [env CLIPSEARCH_MODEL__NAME]")
     ] = None,
     chunk: Annotated[int, typer.Option(min=1, help="vectors per transaction")] = 20_000,
+    caption_vectors: Annotated[
+        Path | None,
+        typer.Option(
+            help="an (n, dim) .npy of caption embeddings, row for row, zero rows for none (as export writes)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Load precomputed embeddings (e.g. clip-retrieval's .npy files) into a data directory.
 
@@ -148,6 +166,11 @@ def import_vectors(
     if array.shape[1] != dim:
         raise typer.BadParameter(f"the vectors have {array.shape[1]} dimensions; {settings.model.name} makes {dim}")
     n = array.shape[0]
+    captions = np.load(caption_vectors, mmap_mode="r") if caption_vectors else None
+    if captions is not None and captions.shape != array.shape:
+        raise typer.BadParameter(
+            f"{caption_vectors} has shape {captions.shape}; expected {array.shape}, like the vectors"
+        )
     id_list = _read_lines(ids, n, "id") if ids else [str(i) for i in range(n)]
     try:
         metas = [json.loads(line) for line in _read_lines(metadata, n, "JSON object")] if metadata else [{}] * n
@@ -159,7 +182,17 @@ def import_vectors(
         try:
             for start in track(range(0, n, chunk), description=f"importing {n} vectors"):
                 rows = np.asarray(array[start : start + chunk], dtype=np.float32)
-                store.upsert([NewItem(v, id_list[start + i], metas[start + i]) for i, v in enumerate(rows)])
+                caption_rows = (
+                    np.asarray(captions[start : start + chunk], dtype=np.float32)
+                    if captions is not None
+                    else np.zeros_like(rows)
+                )
+                store.upsert(
+                    [
+                        NewItem(v, id_list[start + i], metas[start + i], caption_vector=c if c.any() else None)
+                        for i, (v, c) in enumerate(zip(rows, caption_rows, strict=True))
+                    ]
+                )
         finally:
             store.close()
         final = SqliteFaissStore(settings.store.data_dir, dim, settings.model.name, settings.store.index_spec())
@@ -199,7 +232,10 @@ def search(
 
 @cli.command("export")
 def export_collection(
-    out: Annotated[Path, typer.Argument(help="a new folder for vectors.npy, ids.txt, metadata.jsonl, model.txt")],
+    out: Annotated[
+        Path,
+        typer.Argument(help="a new folder for vectors.npy, caption_vectors.npy, ids.txt, metadata.jsonl, model.txt"),
+    ],
     data_dir: Annotated[Path | None, typer.Option(help="store directory [env CLIPSEARCH_STORE__DATA_DIR]")] = None,
 ) -> None:
     """Write a collection out (a server may keep running on it); `clipsearch import` reads it back."""
@@ -210,14 +246,19 @@ def export_collection(
         raise typer.BadParameter(str(exc)) from None
     out.mkdir(parents=True, exist_ok=False)
     parts: list[np.ndarray] = []
+    caption_parts: list[np.ndarray] = []
+    no_caption = np.zeros(dim, dtype=np.float32)
     with (out / "ids.txt").open("w") as ids, (out / "metadata.jsonl").open("w") as metas:
         for chunk in chunks:
-            for item_id, metadata, _ in chunk:
+            for item_id, metadata, _, _ in chunk:
                 ids.write(item_id + "\n")
                 metas.write(json.dumps(metadata) + "\n")
-            parts.append(np.stack([vector for _, _, vector in chunk]))
+            parts.append(np.stack([vector for _, _, vector, _ in chunk]))
+            caption_parts.append(np.stack([no_caption if c is None else c for _, _, _, c in chunk]))
     vectors = np.concatenate(parts) if parts else np.empty((0, dim), dtype=np.float32)
     np.save(out / "vectors.npy", vectors)
+    # Row for row with vectors.npy; a zero row: the item has no caption vector.
+    np.save(out / "caption_vectors.npy", np.concatenate(caption_parts) if caption_parts else np.empty((0, dim)))
     (out / "model.txt").write_text(model + "\n")
     typer.echo(f"exported {len(vectors)} items ({dim}-d, {model}) to {out}")
 
@@ -235,6 +276,7 @@ def import_collection(
         ids=folder / "ids.txt",
         metadata=folder / "metadata.jsonl",
         model=model,
+        caption_vectors=folder / "caption_vectors.npy" if (folder / "caption_vectors.npy").exists() else None,
     )
 
 

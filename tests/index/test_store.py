@@ -7,7 +7,7 @@ import pytest
 
 from index.errors import IncompatibleStoreError, InvalidItemError, ItemNotFoundError
 from index.store import SqliteFaissStore
-from index.types import FieldFilter, NewItem
+from index.types import FieldFilter, NewItem, VectorField
 
 DIM = 4
 
@@ -157,3 +157,80 @@ def test_list_pages_through_items_in_insertion_order(store):
 
 def test_searching_an_empty_store_returns_nothing(store):
     assert store.search(unit(1, 0, 0, 0), 10) == []
+
+
+# --- caption vectors ---------------------------------------------------------------------------
+
+IMAGE, CAPTION = VectorField.IMAGE, VectorField.CAPTION
+
+
+def test_search_by_caption_ranks_items_by_their_caption_vector(store):
+    store.upsert(
+        [
+            NewItem(unit(1, 0, 0, 0), "a", caption_vector=unit(0, 0, 1, 0)),
+            NewItem(unit(0, 1, 0, 0), "b", caption_vector=unit(0, 0, 0, 1)),
+            NewItem(unit(0, 0, 1, 0), "no-caption"),
+        ]
+    )
+    hits = store.search(unit(0, 0, 1, 0), 5, fields=[CAPTION])
+    assert [(h.id, h.matched) for h in hits] == [("a", CAPTION), ("b", CAPTION)]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_search_over_image_and_caption_scores_each_item_by_its_best_field(store):
+    store.upsert(
+        [
+            NewItem(unit(1, 0, 0, 0), "image-match", caption_vector=unit(0, 1, 0, 0)),
+            NewItem(unit(0, 0, 0, 1), "caption-match", caption_vector=unit(1, 0.2, 0, 0)),
+            NewItem(unit(0, 0, 1, 0), "neither"),
+        ]
+    )
+    hits = store.search(unit(1, 0, 0, 0), 3, fields=[IMAGE, CAPTION])
+    assert [(h.id, h.matched) for h in hits] == [
+        ("image-match", IMAGE),
+        ("caption-match", CAPTION),
+        ("neither", IMAGE),
+    ]
+    assert hits[1].score == pytest.approx(float(unit(1, 0.2, 0, 0)[0]), abs=1e-6)
+
+
+def test_caption_search_honours_filters_exclusions_and_min_score(store):
+    store.upsert(
+        [
+            NewItem(unit(1, 0, 0, 0), "a", {"album": "x"}, caption_vector=unit(0, 1, 0, 0)),
+            NewItem(unit(1, 0, 0, 0), "b", {"album": "y"}, caption_vector=unit(0, 1, 0.1, 0)),
+            NewItem(unit(1, 0, 0, 0), "c", {"album": "y"}, caption_vector=unit(0, 0, 1, 0)),
+        ]
+    )
+    query = unit(0, 1, 0, 0)
+    assert [h.id for h in store.search(query, 5, fields=[CAPTION], filters=[FieldFilter("album", ("y",))])] == [
+        "b",
+        "c",
+    ]
+    assert [h.id for h in store.search(query, 5, fields=[CAPTION], exclude_id="a")] == ["b", "c"]
+    assert [h.id for h in store.search(query, 5, fields=[CAPTION], min_score=0.5)] == ["a", "b"]
+
+
+def test_deleting_or_rewriting_an_item_without_a_caption_drops_its_caption_vector(store):
+    store.upsert([NewItem(unit(1, 0, 0, 0), "a", caption_vector=unit(0, 1, 0, 0))])
+    store.upsert([NewItem(unit(1, 0, 0, 0), "b", caption_vector=unit(0, 1, 0, 0))])
+    store.upsert([NewItem(unit(1, 0, 0, 0), "a")])
+    store.delete("b")
+    assert store.search(unit(0, 1, 0, 0), 5, fields=[CAPTION]) == []
+
+
+def test_caption_vectors_survive_reopening_the_store(tmp_path):
+    first = SqliteFaissStore(tmp_path, DIM, "test-model")
+    first.upsert([NewItem(unit(1, 0, 0, 0), "a", caption_vector=unit(0, 1, 0, 0)), NewItem(unit(0, 1, 0, 0), "b")])
+    first.close()
+    reopened = SqliteFaissStore(tmp_path, DIM, "test-model")
+    try:
+        assert [h.id for h in reopened.search(unit(0, 1, 0, 0), 5, fields=[CAPTION])] == ["a"]
+    finally:
+        reopened.close()
+
+
+def test_a_bad_caption_vector_is_refused_and_nothing_is_written(store):
+    with pytest.raises(InvalidItemError, match="caption vector has 3 dimensions"):
+        store.upsert([NewItem(unit(1, 0, 0, 0), "a"), NewItem(unit(0, 1, 0, 0), "b", caption_vector=unit(1, 0, 0))])
+    assert store.count() == 0

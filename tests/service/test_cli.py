@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from index.errors import ItemNotFoundError
 from index.store import SqliteFaissStore
-from index.types import NewItem
+from index.types import NewItem, VectorField
 from service.cli import cli
 
 runner = CliRunner()
@@ -107,6 +107,24 @@ def test_export_then_import_moves_a_collection_between_data_directories(tmp_path
     with pytest.raises(ItemNotFoundError):
         target.get("item7")
     target.close()
+
+
+def test_export_then_import_keeps_caption_vectors_searchable(tmp_path):
+    vectors = unit_rows(4, 64, seed=5)
+    captions = unit_rows(4, 64, seed=6)
+    source = SqliteFaissStore(tmp_path / "a", 64, "demo")
+    source.upsert([NewItem(vectors[0], "captioned", {"caption": "x"}, caption_vector=captions[0])])
+    source.upsert([NewItem(vectors[1], "plain")])
+    source.close()
+    assert runner.invoke(cli, ["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "a")]).exit_code == 0
+    imported = runner.invoke(cli, ["import", str(tmp_path / "out"), "--data-dir", str(tmp_path / "b")])
+    assert imported.exit_code == 0, imported.output
+    target = SqliteFaissStore(tmp_path / "b", 64, "demo")
+    try:
+        hits = target.search(captions[0], 5, fields=[VectorField.CAPTION])
+        assert [(h.id, round(h.score, 5)) for h in hits] == [("captioned", 1.0)]
+    finally:
+        target.close()
 
 
 def test_export_of_a_directory_without_a_store_is_refused(tmp_path):
