@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint bench train-demo eval-demo clean
+.PHONY: install serve test lint bench train-demo eval-demo train-blip-demo eval-blip-demo clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,14 @@ train-demo: install
 
 eval-demo: install
 	$(PY) -m models.eval_demo
+
+train-blip-demo: install
+	$(PY) -m models.train_blip caption --steps 8000 --seed 0
+	$(PY) -m models.train_blip itm --steps 6000 --seed 0
+
+eval-blip-demo: install
+	$(PY) -m models.eval_blip caption
+	$(PY) -m models.eval_blip rerank
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,8 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from service.schemas import (
+    CaptionOut,
+    CaptionResponse,
     ClassifyResponse,
     ItemOut,
     ItemsCreated,
@@ -75,9 +77,12 @@ class _Calls:
 
     @staticmethod
     def add_images(
-        images: Sequence[Image], ids: Sequence[str] | None, metadata: Sequence[dict[str, Any]] | None
+        images: Sequence[Image],
+        ids: Sequence[str] | None,
+        metadata: Sequence[dict[str, Any]] | None,
+        caption: bool,
     ) -> _Call[list[ItemOut]]:
-        data: dict[str, Any] = {}
+        data: dict[str, Any] = {"caption": "true"} if caption else {}
         if ids is not None:
             data["ids"] = list(ids)
         if metadata is not None:
@@ -92,10 +97,29 @@ class _Calls:
 
     @staticmethod
     def search_text(
-        query: str, k: int, filter: dict[str, Any] | None, min_score: float | None
+        query: str,
+        k: int,
+        filter: dict[str, Any] | None,
+        min_score: float | None,
+        fields: Sequence[str] | None,
+        rerank_top_k: int | None,
     ) -> _Call[list[SearchHit]]:
-        body = {"query": query, "k": k, "filter": filter, "min_score": min_score}
+        body: dict[str, Any] = {"query": query, "k": k, "filter": filter, "min_score": min_score}
+        if fields is not None:
+            body["fields"] = list(fields)
+        if rerank_top_k is not None:
+            body["rerank"] = {"top_k": rerank_top_k}
         return _Call("POST", "/v1/search/text", _hits, {"json": body})
+
+    @staticmethod
+    def caption(images: Sequence[Image], options: dict[str, Any]) -> _Call[list[CaptionOut]]:
+        data = {name: str(value) for name, value in options.items() if value is not None}
+        return _Call(
+            "POST",
+            "/v1/caption",
+            lambda r: CaptionResponse.model_validate_json(r.content).captions,
+            {"files": [_file(image, "files") for image in images], "data": data},
+        )
 
     @staticmethod
     def search_image(image: Image, k: int, filter: dict[str, Any] | None) -> _Call[list[SearchHit]]:
@@ -152,13 +176,45 @@ class Client:
         *,
         ids: Sequence[str] | None = None,
         metadata: Sequence[dict[str, Any]] | None = None,
+        caption: bool = False,
     ) -> list[ItemOut]:
-        return self._run(_Calls.add_images(images, ids, metadata))
+        """Store images; `caption=True` writes a BLIP caption into each one's metadata."""
+        return self._run(_Calls.add_images(images, ids, metadata, caption))
 
     def search_text(
-        self, query: str, *, k: int = 10, filter: dict[str, Any] | None = None, min_score: float | None = None
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        fields: Sequence[str] | None = None,
+        rerank_top_k: int | None = None,
     ) -> list[SearchHit]:
-        return self._run(_Calls.search_text(query, k, filter, min_score))
+        """`fields`: "image" and/or "caption"; `rerank_top_k`: reorder CLIP's top N by BLIP ITM."""
+        return self._run(_Calls.search_text(query, k, filter, min_score, fields, rerank_top_k))
+
+    def caption(
+        self,
+        images: Sequence[Image],
+        *,
+        max_new_tokens: int | None = None,
+        decoding: str | None = None,
+        num_beams: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        prompt: str | None = None,
+    ) -> list[CaptionOut]:
+        """A BLIP caption for each image (the server needs --captioner)."""
+        options = {
+            "max_new_tokens": max_new_tokens,
+            "decoding": decoding,
+            "num_beams": num_beams,
+            "temperature": temperature,
+            "top_p": top_p,
+            "prompt": prompt,
+        }
+        return self._run(_Calls.caption(images, options))
 
     def search_image(self, image: Image, *, k: int = 10, filter: dict[str, Any] | None = None) -> list[SearchHit]:
         return self._run(_Calls.search_image(image, k, filter))
@@ -203,13 +259,45 @@ class AsyncClient:
         *,
         ids: Sequence[str] | None = None,
         metadata: Sequence[dict[str, Any]] | None = None,
+        caption: bool = False,
     ) -> list[ItemOut]:
-        return await self._run(_Calls.add_images(images, ids, metadata))
+        """Store images; `caption=True` writes a BLIP caption into each one's metadata."""
+        return await self._run(_Calls.add_images(images, ids, metadata, caption))
 
     async def search_text(
-        self, query: str, *, k: int = 10, filter: dict[str, Any] | None = None, min_score: float | None = None
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        fields: Sequence[str] | None = None,
+        rerank_top_k: int | None = None,
     ) -> list[SearchHit]:
-        return await self._run(_Calls.search_text(query, k, filter, min_score))
+        """`fields`: "image" and/or "caption"; `rerank_top_k`: reorder CLIP's top N by BLIP ITM."""
+        return await self._run(_Calls.search_text(query, k, filter, min_score, fields, rerank_top_k))
+
+    async def caption(
+        self,
+        images: Sequence[Image],
+        *,
+        max_new_tokens: int | None = None,
+        decoding: str | None = None,
+        num_beams: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        prompt: str | None = None,
+    ) -> list[CaptionOut]:
+        """A BLIP caption for each image (the server needs --captioner)."""
+        options = {
+            "max_new_tokens": max_new_tokens,
+            "decoding": decoding,
+            "num_beams": num_beams,
+            "temperature": temperature,
+            "top_p": top_p,
+            "prompt": prompt,
+        }
+        return await self._run(_Calls.caption(images, options))
 
     async def search_image(self, image: Image, *, k: int = 10, filter: dict[str, Any] | None = None) -> list[SearchHit]:
         return await self._run(_Calls.search_image(image, k, filter))

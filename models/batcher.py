@@ -33,6 +33,15 @@ class BatchObserver(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """How batches are formed: the size cap, the wait for company, the queue bound."""
+
+    max_batch_size: int
+    max_wait_s: float
+    max_queue: int
+
+
 @dataclass
 class _Pending(Generic[ItemT, ResultT]):
     item: ItemT

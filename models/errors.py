@@ -25,3 +25,7 @@ class OverloadedError(ModelError):
 
 class ShuttingDownError(ModelError):
     """The batcher is stopping and takes no new work."""
+
+
+class InvalidOptionsError(ModelError):
+    """Options a model cannot honour (a prompt too long for its context, ...)."""

@@ -13,6 +13,9 @@ from fastapi.staticfiles import StaticFiles
 
 from index.errors import StoreError
 from index.store import SqliteFaissStore
+from models.batcher import BatchLimits
+from models.blip import load_captioner, load_itm
+from models.captioner import Captioner, CaptionTower, Matcher, MatchTower
 from models.clip import ClipTowers, load_clip, set_torch_threads
 from models.encoder import Encoder
 from models.errors import ModelError
@@ -21,7 +24,7 @@ from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import install_limits
 from service.logs import install_request_ids
 from service.metrics import Metrics, install_metrics
-from service.routes import classify, embed, images, openai_compat, search, system, web
+from service.routes import caption, classify, embed, images, openai_compat, search, system, web
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,28 @@ async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowe
     return towers, store
 
 
-def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastAPI:
-    """Build the app. `towers` replaces loading the configured model (tests pass a fake)."""
+async def _open_blip(
+    settings: Settings, caption_tower: CaptionTower | None, match_tower: MatchTower | None
+) -> tuple[CaptionTower | None, MatchTower | None]:
+    """The configured BLIP towers (None where off), loaded in threads."""
+    b = settings.blip
+    if caption_tower is None and b.captioner is not None:
+        caption_tower = await asyncio.to_thread(load_captioner, b.captioner, b.device)
+    if match_tower is None and b.itm is not None:
+        match_tower = await asyncio.to_thread(load_itm, b.itm, b.device)
+    return caption_tower, match_tower
+
+
+def create_app(
+    settings: Settings,
+    *,
+    towers: ClipTowers | None = None,
+    caption_tower: CaptionTower | None = None,
+    match_tower: MatchTower | None = None,
+) -> FastAPI:
+    """Build the app. `towers`, `caption_tower` and `match_tower` replace loading
+    the configured models (tests pass fakes); a given BLIP tower is served even
+    when the settings name none."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -52,6 +75,11 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
         try:
             api_keys = tuple(settings.auth.keys())
             loaded, store = await _open(settings, towers)
+            try:
+                blip_caption, blip_match = await _open_blip(settings, caption_tower, match_tower)
+            except BaseException:
+                store.close()
+                raise
         except (ModelError, StoreError, OSError, ValueError) as exc:
             log.error("cannot start: %s", exc)
             raise
@@ -66,13 +94,23 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
             text_cache_size=settings.model.text_cache_size,
             observer=metrics,
         )
-        encoder.start()
-        app.state.runtime = Runtime(settings=settings, encoder=encoder, store=store, api_keys=api_keys)
+        limits = BatchLimits(b.max_batch_size, b.max_batch_wait_ms / 1000, b.max_queue)
+        pixels = settings.limits.max_image_pixels
+        captioner = (
+            Captioner(blip_caption, limits, max_pixels=pixels, observer=metrics) if blip_caption is not None else None
+        )
+        matcher = Matcher(blip_match, limits, max_pixels=pixels, observer=metrics) if blip_match is not None else None
+        for part in (encoder, captioner, matcher):
+            if part is not None:
+                part.start()
+        app.state.runtime = Runtime(
+            settings=settings, encoder=encoder, store=store, api_keys=api_keys, captioner=captioner, matcher=matcher
+        )
         log.info("serving %s with %d items from %s", loaded.info.name, store.count(), settings.store.data_dir)
         try:
             yield
         finally:
-            await encoder.stop()
+            await asyncio.gather(*(part.stop() for part in (encoder, captioner, matcher) if part is not None))
             store.close()
 
     app = FastAPI(
@@ -87,14 +125,19 @@ def create_app(settings: Settings, *, towers: ClipTowers | None = None) -> FastA
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         if runtime is not None:
             metrics.index_items.set(runtime.store.count())
-            for batcher in (runtime.encoder.images, runtime.encoder.texts):
-                metrics.queue_depth.labels(batcher.name).set(batcher.queue_depth)
+            depths = {b.name: b.queue_depth for b in (runtime.encoder.images, runtime.encoder.texts)}
+            if runtime.captioner is not None:
+                depths["caption"] = runtime.captioner.batcher.queue_depth
+            if runtime.matcher is not None:
+                depths["itm"] = runtime.matcher.batcher.queue_depth
+            for name, depth in depths.items():
+                metrics.queue_depth.labels(name).set(depth)
 
     install_error_handlers(app)
     install_limits(app, settings)
     install_metrics(app, metrics, refresh_gauges)
     install_request_ids(app)  # outermost: every log line of the request carries its id
-    for module in (system, images, search, classify, embed, openai_compat, web):
+    for module in (system, images, search, classify, caption, embed, openai_compat, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     return app

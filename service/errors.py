@@ -18,7 +18,14 @@ from index.errors import (
     StorageUnavailableError,
     StoreError,
 )
-from models.errors import InvalidImageError, ModelError, ModelLoadError, OverloadedError, ShuttingDownError
+from models.errors import (
+    InvalidImageError,
+    InvalidOptionsError,
+    ModelError,
+    ModelLoadError,
+    OverloadedError,
+    ShuttingDownError,
+)
 from service.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (ItemNotFoundError, 404, "not_found"),
     (InvalidItemError, 400, "invalid_input"),
     (InvalidImageError, 400, "invalid_image"),
+    (InvalidOptionsError, 400, "invalid_input"),
     (OverloadedError, 429, "overloaded"),
     (StorageUnavailableError, 507, "storage_unavailable"),
     (IncompatibleStoreError, 409, "incompatible_store"),
@@ -62,7 +70,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _documented("a file, the metadata or the request is over its size limit"),
     422: _documented("the request does not match the schema: the message says where"),
     429: _documented("the inference queue is full: retry after Retry-After seconds"),
-    503: _documented("shutting down, timed out, or the model is unavailable"),
+    503: _documented("shutting down, timed out, the model is unavailable, or the feature is not enabled"),
     507: _documented("the disk refused the write: nothing was stored"),
 }
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from index.types import FieldFilter, Hit, Scalar
+from index.types import FieldFilter, Hit, Scalar, VectorField
 
 
 class InFilter(BaseModel):
@@ -33,15 +33,35 @@ def to_field_filters(raw: Filter | None) -> list[FieldFilter]:
     ]
 
 
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    top_k: int = Field(ge=1, description="how many of CLIP's best results the ITM model reorders")
+
+
 class TextSearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"query": "a red circle", "k": 5, "filter": {"album": "shapes"}}]},
+        json_schema_extra={
+            "examples": [
+                {"query": "a red circle", "k": 5, "filter": {"album": "shapes"}},
+                {"query": "a red circle", "k": 5, "fields": ["image", "caption"], "rerank": {"top_k": 20}},
+            ]
+        },
     )
     query: str = Field(min_length=1, description="what to look for, in words")
     k: int = Field(10, ge=1, description="how many results")
     filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
     min_score: float | None = Field(None, ge=-1, le=1, description="drop results below this cosine similarity")
+    fields: list[VectorField] = Field(
+        default_factory=lambda: [VectorField.IMAGE],
+        min_length=1,
+        max_length=len(VectorField),
+        description="vectors to compare the query with: the image, the caption's text embedding, or both; "
+        "with both, an item scores the higher of the two similarities",
+    )
+    rerank: RerankRequest | None = Field(
+        None, description="reorder CLIP's top_k results by BLIP's image-text matching probability (needs --itm)"
+    )
 
 
 class SearchHit(BaseModel):
@@ -49,6 +69,10 @@ class SearchHit(BaseModel):
     id: str
     score: float = Field(description="cosine similarity to the query, in [-1, 1]")
     metadata: dict[str, Any]
+    matched: VectorField = Field(VectorField.IMAGE, description="the field whose vector gave `score`")
+    itm_score: float | None = Field(
+        None, description="with rerank: BLIP's probability that image and query match (null: no image to score)"
+    )
 
 
 class SearchResponse(BaseModel):
@@ -60,6 +84,26 @@ class SearchResponse(BaseModel):
     @classmethod
     def of(cls, hits: Sequence[Hit]) -> SearchResponse:
         return cls(results=[SearchHit.model_validate(h) for h in hits])
+
+
+class CaptionOut(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    caption: str
+
+
+class CaptionResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model": "demo", "captions": [{"file": "a.png", "caption": "a red circle"}]}]}
+    )
+    model: str = Field(description="the captioning model, as configured")
+    captions: list[CaptionOut]
+
+
+class CaptionModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    spec: str = Field(description="as configured: a hub id, a directory or `demo`")
+    source: str = Field(description="what was loaded")
+    device: str
 
 
 class ItemOut(BaseModel):
@@ -119,6 +163,8 @@ class StatsResponse(BaseModel):
     dim: int
     index_type: str
     model: ModelOut
+    captioner: CaptionModelOut | None = Field(None, description="the BLIP captioner; null: captioning is off")
+    itm: CaptionModelOut | None = Field(None, description="the BLIP ITM model; null: reranking is off")
 
 
 class HealthResponse(BaseModel):

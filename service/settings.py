@@ -35,6 +35,28 @@ class ModelSettings(BaseModel):
     )
 
 
+class BlipSettings(BaseModel):
+    captioner: str | None = Field(
+        None,
+        description="BLIP captioning model: a hub id (Salesforce/blip-image-captioning-base), a directory "
+        "written by save_pretrained, or `demo`; unset: captioning is off",
+    )
+    itm: str | None = Field(
+        None,
+        description="BLIP image-text matching model for reranking: a hub id (Salesforce/blip-itm-base-coco), "
+        "a directory, or `demo`; unset: reranking is off",
+    )
+    device: str = Field("auto", description="`auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`")
+
+    @field_validator("captioner", "itm")
+    @classmethod
+    def _blank_is_off(cls, value: str | None) -> str | None:
+        # `CLIPSEARCH_BLIP__CAPTIONER=` (as docker-compose passes an unset variable) means off.
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+
 class StoreSettings(BaseModel):
     data_dir: Path = Field(Path("data"), description="directory of the durable store")
     keep_originals: bool = Field(False, description="keep each uploaded file, served at /v1/images/{id}/original")
@@ -77,6 +99,7 @@ class LimitSettings(BaseModel):
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest metadata object, as JSON")
     max_labels: int = Field(1000, ge=1, description="most labels in one classify request")
     max_texts: int = Field(256, ge=1, description="most texts in one embed request")
+    max_rerank: int = Field(100, ge=1, le=10_000, description="most candidates one search may rerank with ITM")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, description="longest a request may take before a 503")
 
     @property
@@ -122,6 +145,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     model: ModelSettings = ModelSettings()
+    blip: BlipSettings = BlipSettings()
     store: StoreSettings = StoreSettings()
     batching: BatchingSettings = BatchingSettings()
     limits: LimitSettings = LimitSettings()

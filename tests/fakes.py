@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.blip import BlipInfo, BlipTask, CaptionJob, CaptionOptions, MatchJob
 from models.clip import ClipTowers, ModelInfo
 from models.images import decode_image
 
@@ -78,3 +79,49 @@ def image_bytes(colour: str | tuple[int, int, int], *, size: tuple[int, int] = (
     buffer = io.BytesIO()
     Image.new("RGB", size, rgb).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def nearest_colour(pixels: torch.Tensor) -> str:
+    """The name in COLOURS closest to a mean (r, g, b) in [0, 1]."""
+    rgb = np.asarray(pixels.tolist())
+    return min(COLOURS, key=lambda name: float(np.sum((np.asarray(COLOURS[name]) - rgb) ** 2)))
+
+
+class FakeCaptionTower:
+    """Captions an image "a <nearest colour> picture" (after the prompt, if any)."""
+
+    max_positions = 40
+
+    def __init__(self) -> None:
+        self.info = BlipInfo(BlipTask.CAPTION, "fake-captioner", "fake-captioner", "cpu")
+        self.batches: list[list[CaptionOptions]] = []
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return FakeImageTower().preprocess(image)
+
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(prompt.split())
+
+    def caption(self, jobs: Sequence[CaptionJob]) -> list[str]:
+        self.batches.append([job.options for job in jobs])
+        captions = []
+        for job in jobs:
+            words = f"a {nearest_colour(job.pixels)} picture".split()
+            prompt = (job.options.prompt or "").split()
+            captions.append(" ".join((prompt + words)[: len(prompt) + job.options.max_new_tokens]))
+        return captions
+
+
+class FakeMatchTower:
+    """An ITM model that prefers darker images: probability = 1 - mean brightness."""
+
+    def __init__(self) -> None:
+        self.info = BlipInfo(BlipTask.ITM, "fake-itm", "fake-itm", "cpu")
+        self.texts: list[str] = []
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return FakeImageTower().preprocess(image)
+
+    def match(self, jobs: Sequence[MatchJob]) -> list[float]:
+        self.texts += [job.text for job in jobs]
+        return [1.0 - float(job.pixels.mean()) for job in jobs]

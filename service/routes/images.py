@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from index.types import NewItem, validate_id
+from models.blip import CaptionOptions
+from models.encoder import Encoder
 from service.auth import ReadKey, WriteKey
-from service.deps import EncoderDep, SettingsDep, StoreDep
+from service.deps import EncoderDep, OptionalCaptionerDep, SettingsDep, StoreDep, require_captioner
 from service.errors import ApiError
 from service.inputs import check_k, check_metadata, parse_filter, parse_json_field, read_uploads
 from service.schemas import EmbeddingsResponse, ItemOut, ItemPage, ItemsCreated, SearchResponse
@@ -20,6 +23,7 @@ router = APIRouter(prefix="/v1/images", tags=["images"])
 @router.post("", status_code=201, response_model=ItemsCreated, dependencies=[WriteKey])
 async def add_images(
     encoder: EncoderDep,
+    captioner: OptionalCaptionerDep,
     store: StoreDep,
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="one or more image files")],
@@ -27,8 +31,16 @@ async def add_images(
     metadata: Annotated[
         list[str] | None, Form(description='one JSON object per file, in order (e.g. {"album": "x"})')
     ] = None,
+    caption: Annotated[
+        bool, Form(description="write a BLIP caption into each item's metadata as `caption` (needs --captioner)")
+    ] = False,
 ) -> ItemsCreated:
-    """Embed and store images. An existing id is replaced (upsert). Stored durably before the answer."""
+    """Embed and store images. An existing id is replaced (upsert). Stored durably before the answer.
+
+    A string `caption` in an item's metadata (written by the captioner with
+    caption=true, or given by the client) is embedded too, so text search can
+    match it (`"fields": ["caption"]`).
+    """
     limits = settings.limits
     uploads = await read_uploads(files, limits)
     if ids is not None and len(ids) != len(uploads):
@@ -43,7 +55,21 @@ async def add_images(
         check_metadata(parse_json_field(raw, f"metadata of {name}"), f"metadata of {name}", limits)
         for raw, (name, _) in zip(metadata or ["{}"] * len(uploads), uploads, strict=True)
     ]
-    vectors, thumbnails = await encoder.embed_images_with_thumbnails(uploads)
+    if caption:
+        captioner = require_captioner(captioner)
+        for meta, (name, _) in zip(metas, uploads, strict=True):
+            if "caption" in meta:
+                raise ApiError(
+                    422, "validation_error", f"metadata of {name} has a caption already: send caption=false to keep it"
+                )
+        # Both models work at once: CLIP on its batcher, BLIP on its own.
+        (vectors, thumbnails), captions = await asyncio.gather(
+            encoder.embed_images_with_thumbnails(uploads), captioner.caption(uploads, CaptionOptions())
+        )
+        metas = [{**meta, "caption": text} for meta, text in zip(metas, captions, strict=True)]
+    else:
+        vectors, thumbnails = await encoder.embed_images_with_thumbnails(uploads)
+    caption_vectors = await _caption_vectors(encoder, metas)
     new_items = [
         NewItem(
             vector=vector,
@@ -51,12 +77,25 @@ async def add_images(
             metadata=metas[i],
             thumbnail=thumbnails[i],
             original=uploads[i][1] if settings.store.keep_originals else None,
+            caption_vector=caption_vectors[i],
         )
         for i, vector in enumerate(vectors)
     ]
     # SQLite commits with fsync: blocking I/O, so off the event loop.
     stored = await asyncio.to_thread(store.upsert, new_items)
     return ItemsCreated(items=[ItemOut.model_validate(i) for i in stored])
+
+
+async def _caption_vectors(encoder: Encoder, metas: list[dict[str, Any]]) -> list[np.ndarray | None]:
+    """The text embedding of each item's metadata `caption` (None where it has no caption text)."""
+    texts = [
+        meta["caption"] if isinstance(meta.get("caption"), str) and meta["caption"].strip() else None for meta in metas
+    ]
+    present = [text for text in texts if text is not None]
+    if not present:
+        return [None] * len(metas)
+    rows = iter(await encoder.embed_texts(present))
+    return [next(rows) if text is not None else None for text in texts]
 
 
 @router.get("", response_model=ItemPage, dependencies=[ReadKey])

@@ -8,11 +8,14 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
-from index.types import FieldFilter, VectorStore
+from index.errors import ItemNotFoundError
+from index.types import FieldFilter, Hit, VectorStore
+from models.captioner import Matcher
 from service.auth import ReadKey
-from service.deps import EncoderDep, SettingsDep, StoreDep
+from service.deps import EncoderDep, OptionalMatcherDep, SettingsDep, StoreDep, require_matcher
+from service.errors import ApiError
 from service.inputs import check_k, check_text, parse_filter, read_uploads
-from service.schemas import SearchResponse, TextSearchRequest, to_field_filters
+from service.schemas import SearchHit, SearchResponse, TextSearchRequest, to_field_filters
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[ReadKey])
 
@@ -26,13 +29,59 @@ async def _search(
 
 @router.post("/text", response_model=SearchResponse)
 async def search_text(
-    request: TextSearchRequest, encoder: EncoderDep, store: StoreDep, settings: SettingsDep
+    request: TextSearchRequest,
+    encoder: EncoderDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    matcher: OptionalMatcherDep,
 ) -> SearchResponse:
-    """Images ranked by cosine similarity to the query text, best first."""
+    """Items ranked by cosine similarity to the query text, best first.
+
+    `fields` chooses what the query is compared with: the image, the caption
+    (metadata `caption`, embedded as text), or both (each item scores its
+    better field). With `rerank`, CLIP's best `top_k` are reordered by BLIP's
+    image–text matching probability (`itm_score`); `score` stays CLIP's.
+    """
     check_text(request.query, "query", settings.limits)
     check_k(request.k, settings.limits)
-    vector = await encoder.embed_texts([request.query])
-    return await _search(store, vector[0], request.k, to_field_filters(request.filter), request.min_score)
+    rerank = request.rerank
+    active = require_matcher(matcher) if rerank is not None else None  # 503 before any work
+    if rerank is not None and rerank.top_k > settings.limits.max_rerank:
+        raise ApiError(
+            422, "validation_error", f"rerank.top_k is {rerank.top_k}; the limit is {settings.limits.max_rerank}"
+        )
+    filters = to_field_filters(request.filter)
+    fields = list(dict.fromkeys(request.fields))
+    fetch = request.k if rerank is None else max(request.k, rerank.top_k)
+    vector = (await encoder.embed_texts([request.query]))[0]
+    hits = await asyncio.to_thread(
+        lambda: store.search(vector, fetch, filters=filters, min_score=request.min_score, fields=fields)
+    )
+    if rerank is None or active is None:
+        return SearchResponse.of(hits)
+    return await _rerank(store, active, request.query, hits, rerank.top_k, request.k)
+
+
+async def _rerank(
+    store: VectorStore, matcher: Matcher, query: str, hits: list[Hit], top_k: int, k: int
+) -> SearchResponse:
+    """The first `top_k` hits reordered by ITM probability, then the rest in CLIP's order; k in all."""
+    candidates = hits[:top_k]
+    images = await asyncio.to_thread(lambda: [stored_image(store, h.id) for h in candidates])
+    order = await matcher.rank(query, images)
+    reranked = [SearchHit.model_validate(candidates[i]).model_copy(update={"itm_score": p}) for i, p in order]
+    rest = [SearchHit.model_validate(h) for h in hits[top_k:]]
+    return SearchResponse(results=(reranked + rest)[:k])
+
+
+def stored_image(store: VectorStore, item_id: str) -> bytes | None:
+    """The image to rerank an item by: its original where kept, else its thumbnail, else None."""
+    for read in (store.original, store.thumbnail):
+        try:
+            return read(item_id)
+        except ItemNotFoundError:
+            continue
+    return None
 
 
 @router.post("/image", response_model=SearchResponse)

@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter
 
 from service.auth import ReadKey
-from service.deps import EncoderDep, StoreDep
-from service.schemas import HealthResponse, ModelOut, ReadyResponse, StatsResponse
+from service.deps import EncoderDep, OptionalCaptionerDep, OptionalMatcherDep, StoreDep
+from service.schemas import CaptionModelOut, HealthResponse, ModelOut, ReadyResponse, StatsResponse
 
 router = APIRouter(tags=["system"])
 
@@ -30,10 +30,15 @@ async def ready(encoder: EncoderDep, store: StoreDep) -> ReadyResponse:
 
 
 @router.get("/v1/stats", response_model=StatsResponse, dependencies=[ReadKey])
-async def stats(encoder: EncoderDep, store: StoreDep) -> StatsResponse:
+async def stats(
+    encoder: EncoderDep, store: StoreDep, captioner: OptionalCaptionerDep, matcher: OptionalMatcherDep
+) -> StatsResponse:
+    """Collection size, index type, and the models serving (BLIP ones null when off)."""
     return StatsResponse(
         count=await asyncio.to_thread(store.count),
         dim=store.dim,
         index_type=store.index_type,
         model=_model_out(encoder),
+        captioner=CaptionModelOut.model_validate(captioner.info) if captioner is not None else None,
+        itm=CaptionModelOut.model_validate(matcher.info) if matcher is not None else None,
     )

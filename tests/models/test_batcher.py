@@ -11,8 +11,8 @@ from models.batcher import MicroBatcher
 from models.errors import OverloadedError, ShuttingDownError
 
 
-def doubling(batch: Sequence[float]) -> np.ndarray:
-    return np.array([[x, 2 * x] for x in batch], dtype=np.float32)
+def doubling(batch: Sequence[float]) -> list[np.ndarray]:
+    return list(np.array([[x, 2 * x] for x in batch], dtype=np.float32))
 
 
 def run(coro):

@@ -63,3 +63,16 @@ def test_torch_threads_are_set_only_when_asked_for():
     set_torch_threads(1)
     assert torch.get_num_threads() == 1
     set_torch_threads(before)
+
+
+def test_blip_models_are_off_by_default_and_when_their_variable_is_blank(monkeypatch):
+    assert (Settings().blip.captioner, Settings().blip.itm) == (None, None)
+    monkeypatch.setenv("CLIPSEARCH_BLIP__CAPTIONER", "")
+    monkeypatch.setenv("CLIPSEARCH_BLIP__ITM", "demo")
+    settings = Settings()
+    assert (settings.blip.captioner, settings.blip.itm) == (None, "demo")
+
+
+def test_the_serve_options_name_the_blip_models():
+    settings = build_settings({"blip.captioner": "Salesforce/blip-image-captioning-base", "blip.itm": "/models/itm"})
+    assert (settings.blip.captioner, settings.blip.itm) == ("Salesforce/blip-image-captioning-base", "/models/itm")

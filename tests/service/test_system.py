@@ -30,6 +30,8 @@ def test_stats_report_count_model_dimension_and_index_type(client):
             "precision": "fp32",
             "fallback_reason": None,
         },
+        "captioner": None,
+        "itm": None,
     }
 
 
