@@ -138,8 +138,8 @@ def _load(
         raise ModelLoadError(f"BLIP {task} model {spec!r}: {source} is not a directory written by save_pretrained")
     path = str(Path(source).expanduser()) if looks_local else source
     cls = BlipForConditionalGeneration if task is BlipTask.CAPTION else BlipForImageTextRetrieval
-    target = _device(device)
     try:
+        target = _device(device)
         processor = BlipProcessor.from_pretrained(path)
         # float32 whatever the checkpoint holds (the demo ones are stored in float16).
         model = cls.from_pretrained(path, dtype=torch.float32)
@@ -184,7 +184,7 @@ class _BlipTower(Generic[ModelT]):
     """A loaded BLIP model with its processor; `preprocess` turns an image into its input."""
 
     def __init__(self, model: ModelT, processor: BlipProcessor, info: BlipInfo) -> None:
-        self.model = model
+        self.model: ModelT = model
         self.processor = processor
         self.info = info
         self._device = next(model.parameters()).device

@@ -56,10 +56,12 @@ class MatchTower(Protocol):
 
 
 async def _prepare_all(
-    images: Sequence[tuple[str, bytes]], preprocess: CaptionTower | MatchTower, max_pixels: int
+    images: Sequence[tuple[str, bytes]], tower: CaptionTower | MatchTower, max_pixels: int
 ) -> list[torch.Tensor]:
+    """Each (name, bytes) image decoded and preprocessed for `tower`; InvalidImageError names the first bad one."""
+
     def prepare(data: bytes) -> torch.Tensor:
-        return preprocess.preprocess(decode_image(data, max_pixels=max_pixels))
+        return tower.preprocess(decode_image(data, max_pixels=max_pixels))
 
     # Decoding and resizing are CPU work in Pillow; threads keep the event loop free.
     results = await asyncio.gather(*(asyncio.to_thread(prepare, data) for _, data in images), return_exceptions=True)
