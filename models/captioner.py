@@ -18,7 +18,7 @@ from PIL import Image
 from models.batcher import BatchLimits, BatchObserver, MicroBatcher
 from models.blip import BlipInfo, CaptionJob, CaptionOptions, MatchJob
 from models.errors import InvalidImageError, InvalidOptionsError
-from models.images import decode_image
+from models.images import decode_image, prepare_all
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +55,8 @@ class MatchTower(Protocol):
         ...
 
 
-async def _prepare_all(
-    images: Sequence[tuple[str, bytes]], tower: CaptionTower | MatchTower, max_pixels: int
-) -> list[torch.Tensor]:
-    """Each (name, bytes) image decoded and preprocessed for `tower`; InvalidImageError names the first bad one."""
-
-    def prepare(data: bytes) -> torch.Tensor:
-        return tower.preprocess(decode_image(data, max_pixels=max_pixels))
-
-    # Decoding and resizing are CPU work in Pillow; threads keep the event loop free.
-    results = await asyncio.gather(*(asyncio.to_thread(prepare, data) for _, data in images), return_exceptions=True)
-    prepared: list[torch.Tensor] = []
-    for (name, _), result in zip(images, results, strict=True):
-        if isinstance(result, InvalidImageError):
-            raise InvalidImageError(f"{name}: {result}")
-        if isinstance(result, BaseException):
-            raise result
-        prepared.append(result)
-    return prepared
+def _preparer(tower: CaptionTower | MatchTower, max_pixels: int) -> Callable[[bytes], torch.Tensor]:
+    return lambda data: tower.preprocess(decode_image(data, max_pixels=max_pixels))
 
 
 class _Batched(Generic[JobT, ResultT]):
@@ -135,7 +119,7 @@ class Captioner(_Batched[CaptionJob, str]):
             InvalidOptionsError: the options do not fit the model.
         """
         self.check(options)
-        pixels = await _prepare_all(images, self.tower, self._max_pixels)
+        pixels = await prepare_all(images, _preparer(self.tower, self._max_pixels))
         return await self.batcher.submit([CaptionJob(p, options) for p in pixels])
 
 

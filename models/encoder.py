@@ -12,8 +12,7 @@ from cachetools import LRUCache
 
 from models.batcher import BatchObserver, MicroBatcher
 from models.clip import ClipTowers, ModelInfo, zero_shot_probabilities
-from models.errors import InvalidImageError
-from models.images import decode_image, make_thumbnail
+from models.images import decode_image, make_thumbnail, prepare_all
 
 
 @dataclass(frozen=True)
@@ -105,18 +104,7 @@ class Encoder:
             image = decode_image(data, max_pixels=self._max_pixels)
             return self.towers.image.preprocess(image), make_thumbnail(image) if thumbnails else b""
 
-        # Decoding and preprocessing are CPU work in Pillow and torchvision;
-        # worker threads keep the event loop free and overlap with the model.
-        results = await asyncio.gather(
-            *(asyncio.to_thread(prepare, data) for _, data in images), return_exceptions=True
-        )
-        prepared: list[tuple[torch.Tensor, bytes]] = []
-        for (name, _), result in zip(images, results, strict=True):
-            if isinstance(result, InvalidImageError):
-                raise InvalidImageError(f"{name}: {result}")
-            if isinstance(result, BaseException):
-                raise result
-            prepared.append(result)
+        prepared = await prepare_all(images, prepare)
         vectors = np.stack(await self.images.submit([pixels for pixels, _ in prepared]))
         return vectors, [thumb for _, thumb in prepared]
 

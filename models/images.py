@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.errors import InvalidImageError
+
+T = TypeVar("T")
 
 # Pillow's own bomb check is a warning below 2x its limit; our own limit is
 # checked explicitly in decode_image, so Pillow's only has to stay out of the way.
@@ -92,3 +97,23 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+async def prepare_all(images: Sequence[tuple[str, bytes]], prepare: Callable[[bytes], T]) -> list[T]:
+    """`prepare(bytes)` for each (name, bytes) image, in worker threads, results in order.
+
+    Decoding and preprocessing are CPU work in Pillow and torchvision; threads
+    keep the event loop free and overlap with the model.
+
+    Raises:
+        InvalidImageError: naming the first image that cannot be used.
+    """
+    results = await asyncio.gather(*(asyncio.to_thread(prepare, data) for _, data in images), return_exceptions=True)
+    prepared: list[T] = []
+    for (name, _), result in zip(images, results, strict=True):
+        if isinstance(result, InvalidImageError):
+            raise InvalidImageError(f"{name}: {result}")
+        if isinstance(result, BaseException):
+            raise result
+        prepared.append(result)
+    return prepared
