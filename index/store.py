@@ -17,7 +17,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -39,7 +38,8 @@ from index.errors import (
     StorageUnavailableError,
     StoreError,
 )
-from index.types import FieldFilter, Hit, Item, Metadata, NewItem, VectorField, validate_id
+from index.metadata import check_filters, repair_metadata, to_json, validate_metadata
+from index.types import FieldFilter, Hit, Item, Metadata, NewItem, Scalar, VectorField, validate_id
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ ANN_FILE = "ann.faiss"
 LOCK_FILE = ".lock"
 # Rebuild the ANN index once this share of the collection changed since its snapshot.
 REBUILD_FRACTION = 0.1
-_FIELD_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+# Set once every row's metadata follows index/metadata.py's rule; stores
+# written before the rule are checked (and repaired) once when they open.
+METADATA_RULE = "1"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
@@ -116,6 +118,7 @@ class SqliteFaissStore:
             try:
                 self._db.executescript(_SCHEMA)
                 self._check_compatible(dim, model)
+                self._check_metadata_rule()
             except sqlite3.Error as exc:
                 raise StorageUnavailableError(f"cannot open the store in {data_dir}: {exc}") from exc
         except StoreError:
@@ -174,6 +177,31 @@ class SqliteFaissStore:
                 f"the data directory holds {stored['dim']}-d vectors from model {stored['model']!r}, "
                 f"but the serving model {model!r} makes {dim}-d vectors: use another --data-dir or the same model"
             )
+
+    def _check_metadata_rule(self) -> None:
+        """Repair, once, rows whose metadata an older version stored against today's rule.
+
+        Such rows (NaN, 300 levels deep, keys no filter can name) made every
+        filtered search or every read that met them fail; repairing keeps the
+        item and logs what changed.
+        """
+        if self._db.execute("SELECT 1 FROM meta WHERE key = 'metadata_rule'").fetchone() is not None:
+            return
+        repaired: list[tuple[str, int]] = []
+        for seq, item_id, raw in self._db.execute("SELECT seq, id, metadata FROM items"):
+            try:
+                validate_metadata(json.loads(raw))
+                continue
+            except (StoreError, ValueError, RecursionError):
+                pass
+            fixed, why = repair_metadata(raw)
+            log.warning("repaired the stored metadata of item %r: %s", item_id, why or "it did not follow the rule")
+            repaired.append((to_json(fixed), seq))
+        with self._transaction():
+            self._db.executemany("UPDATE items SET metadata = ? WHERE seq = ?", repaired)
+            self._db.execute("INSERT INTO meta VALUES ('metadata_rule', ?)", (METADATA_RULE,))
+        if repaired:
+            log.warning("repaired the metadata of %d stored items (see the lines above)", len(repaired))
 
     def _read_vectors(self, db: sqlite3.Connection) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rows = db.execute("SELECT seq, vector FROM items ORDER BY seq")
@@ -330,7 +358,7 @@ class SqliteFaissStore:
                 seqs = [
                     self._db.execute(
                         "INSERT INTO items (id, vector, metadata, created_at) VALUES (?, ?, ?, ?) RETURNING seq",
-                        (item_id, vector.tobytes(), json.dumps(metadata), now),
+                        (item_id, vector.tobytes(), to_json(metadata), now),
                     ).fetchone()[0]
                     for item_id, vector, metadata in prepared
                 ]
@@ -380,8 +408,8 @@ class SqliteFaissStore:
 
     def _prepare(self, item: NewItem) -> tuple[str, np.ndarray, Metadata]:
         item_id = validate_id(item.id) if item.id is not None else uuid.uuid4().hex
-        if not isinstance(item.metadata, dict):
-            raise InvalidItemError("metadata must be a JSON object")
+        # The store's edge: nothing a later read or filter could fail on gets in.
+        validate_metadata(item.metadata)
         if item.caption_vector is not None:
             self._unit(item.caption_vector, "caption vector")  # refused before anything is written
         return item_id, self._unit(item.vector, "vector"), item.metadata
@@ -515,17 +543,20 @@ class SqliteFaissStore:
         return int(row[0])
 
     def _matching_seqs(self, filters: Sequence[FieldFilter]) -> np.ndarray:
+        """Seqs of the items matching every filter, by the rule in index/metadata.py."""
+        check_filters(list(filters))
         clauses: list[str] = []
         params: list[Any] = []
         for f in filters:
-            if not _FIELD_PATTERN.fullmatch(f.field):
-                raise InvalidItemError(
-                    f"filter field {f.field!r} is not allowed: use letters, digits, _ and -, with dots for nesting"
-                )
-            if not f.values:
-                raise InvalidItemError(f"filter on {f.field!r} lists no values")
-            clauses.append(f"json_extract(metadata, ?) IN ({', '.join('?' * len(f.values))})")
-            params += ["$" + "".join(f'."{part}"' for part in f.field.split(".")), *f.values]
+            path = "$" + "".join(f'."{part}"' for part in f.field.split("."))
+            condition, values = _value_condition(f.values)
+            # json_each walks an array's elements, or yields a scalar as one row;
+            # an object's members must not match, hence the json_type check.
+            clauses.append(
+                "(json_type(metadata, ?) IS NOT 'object' AND "
+                f"EXISTS (SELECT 1 FROM json_each(metadata, ?) AS e WHERE {condition}))"
+            )
+            params += [path, path, *values]
         sql = "SELECT seq FROM items WHERE " + " AND ".join(clauses)
         return np.fromiter((r[0] for r in self._db.execute(sql, params)), dtype=np.int64)
 
@@ -544,6 +575,21 @@ class SqliteFaissStore:
             self._closed = True
             self._db.close()
             self._lock_file.close()
+
+
+def _value_condition(values: Sequence[Scalar]) -> tuple[str, list[Scalar]]:
+    """SQL over a json_each row `e` that holds when it equals one of `values`, types compared strictly."""
+    texts = [v for v in values if isinstance(v, str)]
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    flags = sorted({"true" if v else "false" for v in values if isinstance(v, bool)})
+    parts: list[str] = []
+    if texts:
+        parts.append(f"(e.type = 'text' AND e.value IN ({', '.join('?' * len(texts))}))")
+    if numbers:
+        parts.append(f"(e.type IN ('integer', 'real') AND e.value IN ({', '.join('?' * len(numbers))}))")
+    if flags:
+        parts.append(f"e.type IN ({', '.join(repr(flag) for flag in flags)})")
+    return " OR ".join(parts), [*texts, *numbers]
 
 
 def _hits(

@@ -63,6 +63,15 @@ class TextTower(Protocol):
         """Tokens each text takes in the model's context (after truncation)."""
         ...
 
+    @property
+    def context_length(self) -> int:
+        """The most tokens (start and end included) the model reads; longer texts are cut."""
+        ...
+
+    def tokens_needed(self, batch: Sequence[str]) -> list[int]:
+        """Tokens each text would take uncut, start and end included (> context_length: it is cut)."""
+        ...
+
 
 class WeightsKind(StrEnum):
     TAG = "tag"
@@ -221,6 +230,25 @@ class ClipTextTower:
     def count_tokens(self, batch: Sequence[str]) -> list[int]:
         tokens = self.tokenize(batch)
         # Padding is id 0 after the end-of-text token; real tokens may be 0 too ("!"), so count up to the last non-zero.
+        nonzero = tokens != 0
+        last = tokens.shape[1] - 1 - torch.flip(nonzero.int(), dims=[1]).argmax(dim=1)
+        return [int(n) for n in (last + 1).tolist()]
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self._tokenizer, "context_length", 0) or 77)
+
+    def tokens_needed(self, batch: Sequence[str]) -> list[int]:
+        context = self.context_length
+        if isinstance(self._tokenizer, SimpleTokenizer):
+            # Byte-level BPE: a token covers at least one byte, so a short text cannot be cut; skip the work.
+            return [
+                len(text.encode()) + 2 if len(text.encode()) + 2 <= context else len(self._tokenizer.encode(text)) + 2
+                for text in batch
+            ]
+        # Other tokenizers: tokenize with room for any text, then count as count_tokens does.
+        wide = max((len(text.encode()) for text in batch), default=0) + context
+        tokens = self._tokenizer(list(batch), context_length=wide)  # type: ignore[call-arg]
         nonzero = tokens != 0
         last = tokens.shape[1] - 1 - torch.flip(nonzero.int(), dims=[1]).argmax(dim=1)
         return [int(n) for n in (last + 1).tolist()]

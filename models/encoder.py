@@ -81,6 +81,15 @@ class Encoder:
                 known[text] = cache[text] = row
         return np.stack([known[text] for text in texts])
 
+    async def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text is longer than the model's context, so that only its start is embedded."""
+        tower = self.towers.text
+        if sum(len(text) for text in texts) <= 1000:
+            needed = tower.tokens_needed(texts)  # short texts: microseconds, no thread hop
+        else:
+            needed = await asyncio.to_thread(tower.tokens_needed, texts)
+        return [n > tower.context_length for n in needed]
+
     async def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens the texts take in the model's context, all together."""
         return sum(await asyncio.to_thread(self.towers.text.count_tokens, texts))

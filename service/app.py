@@ -119,6 +119,12 @@ def create_app(
         description="Zero-shot image–text retrieval with CLIP and FAISS.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # The multipart parser's own caps sit above ours, so our checks (and messages) are the ones users meet.
+        form_limits={
+            "max_fields": settings.limits.max_form_fields,
+            "max_files": 2 * settings.limits.max_files + 16,
+            "max_part_size": settings.limits.max_form_part_bytes,
+        },
     )
 
     def refresh_gauges() -> None:

@@ -20,7 +20,8 @@ from rich.table import Table
 from client import Client, ClipsearchError
 from client.client import DEFAULT_URL
 from index.ann import IndexSpec, IndexType
-from index.errors import StoreError
+from index.errors import InvalidItemError, StoreError
+from index.metadata import validate_metadata
 from index.store import DB_FILE, SqliteFaissStore, read_collection
 from index.types import NewItem
 from models.clip import Precision, load_clip, model_dim
@@ -172,10 +173,7 @@ def import_vectors(
             f"{caption_vectors} has shape {captions.shape}; expected {array.shape}, like the vectors"
         )
     id_list = _read_lines(ids, n, "id") if ids else [str(i) for i in range(n)]
-    try:
-        metas = [json.loads(line) for line in _read_lines(metadata, n, "JSON object")] if metadata else [{}] * n
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"{metadata} is not JSON Lines: {exc}") from None
+    metas = _read_metadata(metadata, n) if metadata else [{}] * n
     try:
         # Flat while loading: the ANN index is built once at the end, not after every chunk.
         store = SqliteFaissStore(settings.store.data_dir, dim, settings.model.name, IndexSpec(type=IndexType.FLAT))
@@ -203,6 +201,21 @@ def import_vectors(
         final.close()
     except StoreError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _read_metadata(path: Path, n: int) -> list[dict[str, Any]]:
+    """Every line of a JSON Lines file, checked against the store's metadata rule before anything is written."""
+    metas = []
+    for number, line in enumerate(_read_lines(path, n, "JSON object"), start=1):
+        try:
+            metas.append(validate_metadata(json.loads(line, parse_constant=_not_json)))
+        except (ValueError, RecursionError, InvalidItemError) as exc:
+            raise typer.BadParameter(f"{path} line {number}: {exc}") from None
+    return metas
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (numbers must be finite)")
 
 
 @cli.command()

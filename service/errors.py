@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index.errors import (
     IncompatibleStoreError,
@@ -39,6 +40,10 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.headers = headers
+
+
+class BodyTooLargeError(Exception):
+    """A request body passed its limit while streaming in; service/limits.py answers 413."""
 
 
 # Most specific first: the first matching class wins.
@@ -87,12 +92,47 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "the request is not valid"
 
 
+_INTERNAL_ERROR = "the server failed to answer this request; see its log"
+
+
+class _CatchAll:
+    """Pure ASGI, innermost: turns an unexpected exception into the 500 body, logged once.
+
+    Starlette's own handler for `Exception` sits outermost and re-raises after
+    answering, so the server logged every traceback a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except BodyTooLargeError:
+            raise  # not a failure of ours: service/limits.py answers it
+        except Exception:
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await error_response(500, "internal_error", _INTERNAL_ERROR)(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the table above, validation errors and Starlette's own HTTP errors."""
 
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
-        return error_response(500, "internal_error", "the server failed to answer this request; see its log")
+        return error_response(500, "internal_error", _INTERNAL_ERROR)
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         for cls, status, code in ERROR_TABLE:
@@ -115,8 +155,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        detail = str(exc.detail)
+        # The multipart parser's own caps, set from LimitSettings well above the checks in the routes.
+        if exc.status_code == 400 and detail.startswith("Part exceeded maximum size"):
+            return error_response(413, "field_too_large", f"a form field is too large: {detail}")
+        if exc.status_code == 400 and detail.startswith(("Too many files", "Too many fields")):
+            return error_response(400, "too_many_parts", f"the form has too many parts: {detail}")
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
+        return error_response(exc.status_code, code, detail, dict(exc.headers or {}) or None)
 
     app.add_exception_handler(Exception, unexpected_error)
     app.add_exception_handler(ModelError, domain_error)
@@ -124,3 +170,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_middleware(_CatchAll)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from index.types import FieldFilter, Hit, Scalar, VectorField
 
@@ -62,6 +62,11 @@ class TextSearchRequest(BaseModel):
     rerank: RerankRequest | None = Field(
         None, description="reorder CLIP's top_k results by BLIP's image-text matching probability (needs --itm)"
     )
+    truncate: bool = Field(
+        True,
+        description="a query longer than the model's context is cut to fit (and `truncated` says so); "
+        "false: such a query is refused with 422",
+    )
 
 
 class SearchHit(BaseModel):
@@ -80,10 +85,13 @@ class SearchResponse(BaseModel):
         json_schema_extra={"examples": [{"results": [{"id": "img-1", "score": 0.31, "metadata": {"album": "shapes"}}]}]}
     )
     results: list[SearchHit]
+    truncated: bool = Field(
+        False, description="the query text was longer than the model's context: only its start was embedded"
+    )
 
     @classmethod
-    def of(cls, hits: Sequence[Hit]) -> SearchResponse:
-        return cls(results=[SearchHit.model_validate(h) for h in hits])
+    def of(cls, hits: Sequence[Hit], *, truncated: bool = False) -> SearchResponse:
+        return cls(results=[SearchHit.model_validate(h) for h in hits], truncated=truncated)
 
 
 class CaptionOut(BaseModel):
@@ -127,12 +135,18 @@ class ItemPage(BaseModel):
 class TextEmbedRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["a red circle"]}]})
     texts: list[str] = Field(min_length=1, description="texts to embed")
+    truncate: bool = Field(
+        True, description="texts longer than the model's context are cut to fit; false: refused with 422"
+    )
 
 
 class EmbeddingsResponse(BaseModel):
     model: str
     dim: int
     embeddings: list[list[float]] = Field(description="L2-normalised float32 vectors, one per input")
+    truncated: list[bool] | None = Field(
+        None, description="texts: whether each was longer than the model's context and cut (null for images)"
+    )
 
 
 class LabelOut(BaseModel):
@@ -193,10 +207,30 @@ class OpenAIEmbeddingRequest(BaseModel):
         json_schema_extra={"examples": [{"input": ["a red circle"], "model": "ViT-B-32", "encoding_format": "float"}]}
     )
     input: str | list[str] = Field(description="a text or a list of texts (token arrays are not accepted)")
-    model: str = Field(description="the serving model's name (see /v1/stats), or `clipsearch`")
+    model: str = Field(description="the serving model's name (see /v1/stats and /v1/models), or `clipsearch`")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="must equal the model's dimension when given")
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts_only(cls, value: Any) -> Any:
+        # OpenAI also takes token arrays; CLIP's tokens are not OpenAI's, so say so once, not per element.
+        if isinstance(value, list) and any(not isinstance(item, str) for item in value):
+            raise ValueError("input must be a text or a list of texts; token arrays are not accepted here")
+        return value
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "clipsearch"
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
 
 
 class OpenAIEmbedding(BaseModel):

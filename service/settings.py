@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.ann import Encoding, IndexSpec, IndexType
+from index.metadata import MAX_METADATA_BYTES
 from models.clip import Precision
 
 
@@ -96,16 +97,32 @@ class LimitSettings(BaseModel):
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image (width x height)")
     max_text_chars: int = Field(2000, ge=1, description="longest query or label text")
     max_k: int = Field(1000, ge=1, description="most results one search returns")
-    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest metadata object, as JSON")
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=2, le=MAX_METADATA_BYTES, description="largest metadata object, as JSON (UTF-8 bytes)"
+    )
+    max_json_bytes: int = Field(
+        1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="largest JSON request body (413 beyond, unread)"
+    )
     max_labels: int = Field(1000, ge=1, description="most labels in one classify request")
     max_texts: int = Field(256, ge=1, description="most texts in one embed request")
     max_rerank: int = Field(100, ge=1, le=10_000, description="most candidates one search may rerank with ITM")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, description="longest a request may take before a 503")
 
     @property
+    def max_form_part_bytes(self) -> int:
+        """The largest text field a multipart form may carry: metadata or a label, with room to say which."""
+        return max(self.max_metadata_bytes, 4 * self.max_text_chars) + 64 * 1024
+
+    @property
+    def max_form_fields(self) -> int:
+        """Text fields a multipart form may carry: labels, or an id and metadata per file, and a few options."""
+        return max(self.max_labels, 2 * self.max_files) + 16
+
+    @property
     def max_request_bytes(self) -> int:
-        """The largest body worth reading: every file at its limit, plus room for the form fields."""
-        return self.max_files * self.max_upload_bytes + 1024 * 1024
+        """The largest multipart body worth reading: every file at its limit, plus the form fields."""
+        fields = max(self.max_files * self.max_metadata_bytes, self.max_labels * 4 * self.max_text_chars)
+        return self.max_files * self.max_upload_bytes + fields + 1024 * 1024
 
 
 MIN_KEY_LENGTH = 16

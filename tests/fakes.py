@@ -53,14 +53,20 @@ class FakeTextTower:
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         return np.stack([self._one(text) for text in batch])
 
+    context_length = 16  # words, start and end included; the rest is cut, as a real tokenizer does
+
     def count_tokens(self, batch: Sequence[str]) -> list[int]:
+        return [min(n, self.context_length) for n in self.tokens_needed(batch)]
+
+    def tokens_needed(self, batch: Sequence[str]) -> list[int]:
         return [len(text.split()) + 2 for text in batch]  # words plus start and end
 
     def _one(self, text: str) -> np.ndarray:
-        for word in text.lower().replace(".", " ").split():
+        words = text.lower().replace(".", " ").split()[: self.context_length - 2]  # what fits is embedded
+        for word in words:
             if word in COLOURS:
                 return colour_vector(COLOURS[word])
-        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        seed = int.from_bytes(hashlib.sha256(" ".join(words).encode()).digest()[:4], "little")
         v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
         return v / np.linalg.norm(v)
 

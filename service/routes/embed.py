@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, UploadFile
 from service.auth import ReadKey
 from service.deps import EncoderDep, SettingsDep
 from service.errors import ApiError
-from service.inputs import check_text, read_uploads
+from service.inputs import check_context, check_text, read_uploads
 from service.schemas import EmbeddingsResponse, TextEmbedRequest
 
 router = APIRouter(prefix="/v1/embed", tags=["embed"], dependencies=[ReadKey])
@@ -23,8 +23,11 @@ async def embed_text(request: TextEmbedRequest, encoder: EncoderDep, settings: S
         raise ApiError(422, "validation_error", f"{len(request.texts)} texts; at most {limits.max_texts}")
     for text in request.texts:
         check_text(text, "a text", limits)
+    truncated = await check_context(encoder, request.texts, truncate=request.truncate, what="a text")
     vectors = await encoder.embed_texts(request.texts)
-    return EmbeddingsResponse(model=encoder.info.name, dim=encoder.info.dim, embeddings=vectors.tolist())
+    return EmbeddingsResponse(
+        model=encoder.info.name, dim=encoder.info.dim, embeddings=vectors.tolist(), truncated=truncated
+    )
 
 
 @router.post("/image", response_model=EmbeddingsResponse)

@@ -11,7 +11,14 @@ from service.auth import ReadKey
 from service.deps import EncoderDep, SettingsDep
 from service.errors import ApiError
 from service.inputs import check_text
-from service.schemas import OpenAIEmbedding, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIUsage
+from service.schemas import (
+    OpenAIEmbedding,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIModel,
+    OpenAIModelList,
+    OpenAIUsage,
+)
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[ReadKey])
 
@@ -50,3 +57,17 @@ async def embeddings(
     return OpenAIEmbeddingResponse(
         data=data, model=info.name, usage=OpenAIUsage(prompt_tokens=tokens, total_tokens=tokens)
     )
+
+
+@router.get("/models", response_model=OpenAIModelList)
+async def models(encoder: EncoderDep) -> OpenAIModelList:
+    """The names `POST /v1/embeddings` accepts, in the shape of OpenAI's model list."""
+    return OpenAIModelList(data=[OpenAIModel(id=encoder.info.name), OpenAIModel(id=MODEL_ALIAS)])
+
+
+@router.get("/models/{model_id:path}", response_model=OpenAIModel)
+async def model(encoder: EncoderDep, model_id: str) -> OpenAIModel:
+    """One of the names `POST /v1/embeddings` accepts (404 for any other)."""
+    if model_id not in (encoder.info.name, MODEL_ALIAS):
+        raise ApiError(404, "model_not_found", f"model {model_id!r} is not served here; use {encoder.info.name!r}")
+    return OpenAIModel(id=model_id)

@@ -14,7 +14,7 @@ from models.captioner import Matcher
 from service.auth import ReadKey
 from service.deps import EncoderDep, OptionalMatcherDep, SettingsDep, StoreDep, require_matcher
 from service.errors import ApiError
-from service.inputs import check_k, check_text, parse_filter, read_uploads
+from service.inputs import check_context, check_k, check_text, parse_filter, read_uploads
 from service.schemas import SearchHit, SearchResponse, TextSearchRequest, to_field_filters
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[ReadKey])
@@ -53,13 +53,15 @@ async def search_text(
     filters = to_field_filters(request.filter)
     fields = list(dict.fromkeys(request.fields))
     fetch = request.k if rerank is None else max(request.k, rerank.top_k)
+    [truncated] = await check_context(encoder, [request.query], truncate=request.truncate, what="the query")
     vector = (await encoder.embed_texts([request.query]))[0]
     hits = await asyncio.to_thread(
         lambda: store.search(vector, fetch, filters=filters, min_score=request.min_score, fields=fields)
     )
     if rerank is None or active is None:
-        return SearchResponse.of(hits)
-    return await _rerank(store, active, request.query, hits, rerank.top_k, request.k)
+        return SearchResponse.of(hits, truncated=truncated)
+    reranked = await _rerank(store, active, request.query, hits, rerank.top_k, request.k)
+    return reranked.model_copy(update={"truncated": truncated})
 
 
 async def _rerank(

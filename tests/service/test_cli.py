@@ -87,6 +87,20 @@ def test_import_vectors_refuses_an_ids_file_of_another_length(tmp_path):
     assert "has 2 lines but there are 5 vectors" in message(result.output)
 
 
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [('{"x": NaN}', "NaN is not a JSON value"), ('{"a.b": 1}', "metadata: key 'a.b' is not allowed")],
+)
+def test_import_vectors_refuses_metadata_the_store_could_not_read_back_and_writes_nothing(tmp_path, line, said):
+    np.save(tmp_path / "x.npy", unit_rows(3, 64))
+    (tmp_path / "meta.jsonl").write_text("\n".join(['{"ok": 1}', line, '{"ok": 3}']))
+    args = ["--vectors", str(tmp_path / "x.npy"), "--metadata", str(tmp_path / "meta.jsonl")]
+    result = runner.invoke(cli, ["import-vectors", *args, "--data-dir", str(tmp_path / "data"), "--model", "demo"])
+    assert result.exit_code == 2
+    assert f"line 2: {said}" in message(result.output)
+    assert not (tmp_path / "data").exists()
+
+
 def test_export_then_import_moves_a_collection_between_data_directories(tmp_path):
     vectors = unit_rows(30, 64, seed=3)
     source = SqliteFaissStore(tmp_path / "a", 64, "demo")

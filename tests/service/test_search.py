@@ -85,4 +85,4 @@ def test_image_search_with_a_broken_image_gets_400(indexed):
 
 
 def test_searching_an_empty_collection_returns_no_results(client):
-    assert client.post("/v1/search/text", json={"query": "red"}).json() == {"results": []}
+    assert client.post("/v1/search/text", json={"query": "red"}).json() == {"results": [], "truncated": False}
