@@ -48,10 +48,16 @@ def test_text_embeddings_are_unit_vectors_one_per_text(client):
         assert sum(x * x for x in row) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_image_embeddings_match_what_search_by_image_uses(client):
-    body = client.post("/v1/embed/image", files=[("files", ("a.png", image_bytes("green")))]).json()
-    text = client.post("/v1/embed/text", json={"texts": ["green"]}).json()
-    assert body["embeddings"][0] == pytest.approx(text["embeddings"][0], abs=1e-5)
+def test_image_embeddings_match_what_search_by_image_and_the_store_use(client):
+    green = ("g.png", image_bytes((20, 200, 60)))
+    client.post("/v1/images", files=[("files", green)], data={"ids": "green"})
+    client.post("/v1/images", files=[("files", ("r.png", image_bytes("red")))], data={"ids": "red"})
+    embedded = client.post("/v1/embed/image", files=[("files", green)]).json()["embeddings"][0]
+    stored = client.get("/v1/images/green/embedding").json()["embeddings"][0]
+    assert embedded == pytest.approx(stored, abs=1e-6)
+    results = client.post("/v1/search/image", files={"file": green}).json()["results"]
+    assert results[0]["id"] == "green"
+    assert results[0]["score"] == pytest.approx(sum(a * b for a, b in zip(embedded, stored, strict=True)), abs=1e-5)
 
 
 def test_embedding_no_texts_gets_422(client):
