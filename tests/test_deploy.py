@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import require_or_skip
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(
-    shutil.which("docker-compose") is None, reason="docker-compose is not installed (.ci/run installs it)"
-)
 @pytest.mark.parametrize(
     "profile", [[], ["--profile", "gpu"], ["--profile", "monitoring"]], ids=["cpu", "gpu", "monitoring"]
 )
 def test_docker_compose_validates_the_compose_file(profile):
+    if shutil.which("docker-compose") is None:
+        require_or_skip("docker-compose is not installed (.ci/run installs it)")
     result = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", *profile, "config"],
         cwd=ROOT,

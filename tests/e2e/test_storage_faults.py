@@ -11,6 +11,7 @@ import pytest
 
 from models.scenes import scene_set
 from tests.e2e.test_server import png
+from tests.prerequisites import require_or_skip
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -23,11 +24,11 @@ def _mount(path: Path, *options: str) -> bool:
 
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Path]:
-    """A 3 MiB tmpfs, or a skip where this machine may not mount one (not root)."""
+    """A 3 MiB tmpfs; where this machine may not mount one (not root), a skip, or a failure in CI."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     if not _mount(mount_point, "-t", "tmpfs", "-o", "size=3m", "tmpfs"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        require_or_skip("cannot mount a tmpfs here (needs root)")
     try:
         yield mount_point
     finally:
