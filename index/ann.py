@@ -108,3 +108,13 @@ def search_parameters(spec: IndexSpec, kind: IndexType, exclude: np.ndarray) -> 
 def ann_seqs(index: faiss.Index) -> np.ndarray:
     """The sorted seqs held by an ANN index built by build_ann."""
     return np.sort(faiss.vector_to_array(faiss.downcast_index(index).id_map))
+
+
+def index_kind(index: faiss.Index) -> IndexType | None:
+    """The kind of an index built by build_ann, read from the index itself (None: neither HNSW nor IVF)."""
+    inner = faiss.downcast_index(faiss.downcast_index(index).index)
+    if isinstance(inner, faiss.IndexHNSW):
+        return IndexType.HNSW
+    if isinstance(inner, faiss.IndexIVF):
+        return IndexType.IVF
+    return None

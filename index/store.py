@@ -30,7 +30,7 @@ from typing import IO, Any
 import faiss
 import numpy as np
 
-from index.ann import IndexSpec, IndexType, ann_seqs, build_ann, search_parameters
+from index.ann import IndexSpec, IndexType, ann_seqs, build_ann, index_kind, search_parameters
 from index.errors import (
     IncompatibleStoreError,
     InvalidItemError,
@@ -136,7 +136,11 @@ class SqliteFaissStore:
     @staticmethod
     def _take_directory(data_dir: Path) -> IO[bytes]:
         try:
+            created = not data_dir.exists()
             data_dir.mkdir(parents=True, exist_ok=True)
+            if created:
+                # A new directory entry is durable only once its parent is fsynced (POSIX).
+                _fsync_directory(data_dir.parent)
             lock_file = (data_dir / LOCK_FILE).open("ab")
         except OSError as exc:
             raise StorageUnavailableError(f"cannot use the data directory {data_dir}: {exc}") from exc
@@ -234,6 +238,10 @@ class SqliteFaissStore:
             if meta["kind"] != kind or meta["encoding"] != self._spec.encoding:
                 return  # built with other settings: rebuild
             index = faiss.read_index(str(path))
+            if index_kind(index) is not kind:
+                # The description and the index come from different saves (a cut between the renames).
+                log.warning("the saved ANN index is not the %s its description says; it will be rebuilt", kind)
+                return
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             log.warning("ignoring the saved ANN index (%s); it will be rebuilt", exc)
             return
@@ -297,16 +305,23 @@ class SqliteFaissStore:
         log.info("built the %s index over %d vectors in %.1fs", kind, len(seqs), time.monotonic() - started)
 
     def _save_ann(self, index: faiss.Index, kind: IndexType) -> None:
-        # Written atomically (temp file, fsync, rename) so a crash leaves the old file or the new one.
+        # Each file is written atomically (temp file, fsync, rename, directory fsync), so a
+        # power cut leaves the old file or the new one, whole. The description goes last: a
+        # cut between the renames leaves the new index with the old description, which
+        # _load_saved_ann notices (it checks the loaded index's own kind) and rebuilds.
         tmp = self._dir / (ANN_FILE + ".tmp")
         faiss.write_index(index, str(tmp))
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
+        tmp.replace(self._dir / ANN_FILE)
         meta = {"kind": str(kind), "encoding": str(self._spec.encoding)}
         meta_tmp = self._dir / (ANN_FILE + ".json.tmp")
-        meta_tmp.write_text(json.dumps(meta))
+        with meta_tmp.open("w") as f:
+            f.write(json.dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
         meta_tmp.replace(self._dir / (ANN_FILE + ".json"))
-        tmp.replace(self._dir / ANN_FILE)
+        _fsync_directory(self._dir)
 
     def wait_for_index(self, timeout: float | None = None) -> None:
         """Block until no background build is running (for tools and tests)."""
@@ -575,6 +590,20 @@ class SqliteFaissStore:
             self._closed = True
             self._db.close()
             self._lock_file.close()
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the names created or renamed in `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory; nothing more can be done there
+    finally:
+        os.close(fd)
 
 
 def _value_condition(values: Sequence[Scalar]) -> tuple[str, list[Scalar]]:

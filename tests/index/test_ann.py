@@ -120,3 +120,17 @@ def test_a_second_process_cannot_open_a_directory_in_use(tmp_path):
         SqliteFaissStore(tmp_path, DIM, "m")
     first.close()
     SqliteFaissStore(tmp_path, DIM, "m").close()
+
+
+def test_a_saved_index_of_another_kind_than_its_description_says_is_rebuilt_not_served(tmp_path, vectors, caplog):
+    store = open_store(tmp_path, IndexSpec(type=IndexType.HNSW), vectors)
+    store.close()
+    # What a power cut between the two renames of a save that changed the kind leaves behind.
+    ivf = build_ann(IndexSpec(type=IndexType.IVF), IndexType.IVF, vectors, np.arange(1, N + 1, dtype=np.int64))
+    store_module.faiss.write_index(ivf, str(tmp_path / store_module.ANN_FILE))
+    with caplog.at_level("WARNING", logger="index.store"):
+        store = open_store(tmp_path, IndexSpec(type=IndexType.HNSW))
+    assert "is not the hnsw its description says" in caplog.text
+    assert store.index_type == "hnsw"
+    assert store.search(vectors[5], 1)[0].id == "v5"
+    store.close()

@@ -307,13 +307,6 @@ def test_a_saved_ann_index_is_the_old_or_the_new_one_after_a_power_cut(lazy_disk
         assert store.search(store.vector("item-7"), k=1)[0].id == "item-7"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="_save_ann renames ann.faiss.json.tmp over ann.faiss.json without fsyncing it: after a power cut the "
-    "description is empty, so the store ignores its saved index and rebuilds it (fix: fsync the .json.tmp before "
-    "its rename, as for the index file)",
-)
 def test_the_store_reuses_its_saved_ann_index_after_a_power_cut(lazy_disk, caplog):
     data_dir = _durable_dir(lazy_disk.path / "data")
     with Writer(data_dir, "ann") as writer:
@@ -328,13 +321,6 @@ def test_the_store_reuses_its_saved_ann_index_after_a_power_cut(lazy_disk, caplo
     assert not [r.getMessage() for r in caplog.records if "ignoring the saved ANN index" in r.getMessage()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="SqliteFaissStore creates a missing data directory without fsyncing its parent: where a new directory "
-    "entry needs a directory fsync (strict POSIX), the directory and every write in it can vanish (fix: fsync "
-    "data_dir.parent after mkdir in _take_directory)",
-)
 def test_writes_to_a_data_directory_the_store_created_survive_a_power_cut(strict_disk):
     with Writer(strict_disk.path / "new", "writes") as writer:
         writer.finish()
