@@ -46,6 +46,16 @@ class LoadReport:
     def server_errors(self) -> int:
         return sum(n for status, n in self.statuses.items() if status >= 500)
 
+    @property
+    def client_errors(self) -> int:
+        """4xx answers: the load sends only valid requests, so any is a bug (429 included: the queue is large)."""
+        return sum(n for status, n in self.statuses.items() if 400 <= status < 500)
+
+    @property
+    def memory_growth(self) -> float:
+        """Resident memory at the end over that after warm-up, minus one (0.042: +4.2%)."""
+        return (self.rss_end_kb - self.rss_start_kb) / max(self.rss_start_kb, 1)
+
 
 def _png(rng: random.Random) -> bytes:
     buffer = io.BytesIO()

@@ -84,12 +84,28 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+_FILTER_VALUE = 'must be a string, a number, a boolean or {"in": [values]}'
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
-    parts = []
+    parts: list[str] = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body",))
+        loc = tuple(error.get("loc", ()))
+        kind = error.get("type", "")
+        if kind == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+            parts.append(f"the body is not valid JSON ({reason} at character {loc[-1] if loc else '?'})")
+            continue
+        if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
+            parts.append("the body must be a JSON object")
+            continue
+        if loc[:2] == ("body", "filter") and len(loc) > 2:
+            # A union's error per member ("str: ...; int: ...") says less than one line per field.
+            parts.append(f"filter.{loc[2]}: {_FILTER_VALUE}")
+            continue
+        where = ".".join(str(p) for p in loc if p not in ("body",))
         parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
-    return "; ".join(parts) or "the request is not valid"
+    return "; ".join(dict.fromkeys(parts)) or "the request is not valid"
 
 
 _INTERNAL_ERROR = "the server failed to answer this request; see its log"

@@ -14,7 +14,7 @@ from service.cli import cli
 from tests.e2e.test_server import one_object, png
 from tests.server import ServerProcess
 
-pytestmark = pytest.mark.e2e
+# Only the tests that start a server are marked e2e.
 runner = CliRunner()
 
 
@@ -38,6 +38,7 @@ def summary(output: str) -> tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
+@pytest.mark.e2e
 def test_indexing_a_folder_through_the_server_skips_duplicates_and_resumes(photos, tmp_path):
     with ServerProcess(tmp_path / "data", "--model", "demo") as server:
         first = runner.invoke(cli, ["index", str(photos), "--server", server.url, "--batch-size", "2"])

@@ -12,7 +12,7 @@ from service.cli import cli
 from tests.e2e.test_server import one_object, png
 from tests.server import ServerProcess
 
-pytestmark = pytest.mark.e2e
+# Only the tests that start a server are marked e2e.
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def server(tmp_path_factory):
         yield running
 
 
+@pytest.mark.e2e
 def test_the_client_adds_searches_classifies_and_deletes(server, tmp_path):
     circle = tmp_path / "red-circle.png"
     circle.write_bytes(png(one_object("circle", "red", 1)))
@@ -47,6 +48,7 @@ def test_the_client_adds_searches_classifies_and_deletes(server, tmp_path):
         assert (caught.value.status, caught.value.code) == (404, "not_found")
 
 
+@pytest.mark.e2e
 def test_the_async_client_has_the_same_calls(server):
     async def scenario():
         async with AsyncClient(server.url) as client:
@@ -61,6 +63,7 @@ def test_the_async_client_has_the_same_calls(server):
     assert after == before + 1  # the shared server may hold other tests' items; this one added exactly one
 
 
+@pytest.mark.e2e
 def test_clipsearch_search_prints_a_table_of_results(server):
     with Client(server.url) as client:
         client.add_images([png(one_object("circle", "purple", 6))], ids=["purple-circle"])

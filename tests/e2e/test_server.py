@@ -185,10 +185,29 @@ def test_the_official_openai_client_gets_clip_text_embeddings(tmp_path):
     np.testing.assert_allclose([d.embedding for d in result.data], ours, atol=1e-6)
 
 
-def test_json_logs_carry_the_request_id_the_client_sent(tmp_path):
-    server = ServerProcess(tmp_path / "data", "--model", "demo", env={"CLIPSEARCH_LOG_FORMAT": "json"})
+SECRET = "a-secret-key-0123456789"
+
+
+def test_json_logs_carry_the_request_id_and_never_an_api_key(tmp_path):
+    env = {
+        "CLIPSEARCH_LOG_FORMAT": "json",
+        "CLIPSEARCH_LOG_LEVEL": "debug",  # the most the server ever logs
+        "CLIPSEARCH_AUTH__API_KEYS": json.dumps([SECRET]),
+    }
+    server = ServerProcess(tmp_path / "data", "--model", "demo", env=env)
     with server, server.client() as client:
         response = client.get("/v1/stats", headers={"X-Request-ID": "trace-42"})
         assert response.headers["X-Request-ID"] == "trace-42"
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        added = client.post(
+            "/v1/images",
+            files=[("files", ("r.png", png(one_object("circle", "red", 1))))],
+            headers={"Authorization": f"Bearer {SECRET}"},
+        )
+        assert added.status_code == 201
+        wrong = client.delete("/v1/images/x", headers={"Authorization": "Bearer wrong-key-9876543210xyz"})
+        assert wrong.status_code == 403
+    log = server.log()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(line.get("request_id") == "trace-42" and "/v1/stats" in line["message"] for line in lines)
+    assert any("POST /v1/images" in line["message"] for line in lines)  # the requests were logged...
+    assert SECRET not in log and "wrong-key-9876543210xyz" not in log  # ...and no key with them

@@ -60,13 +60,13 @@ def test_captions_of_held_out_scenes_name_every_object_most_of_the_time(captione
     scenes = scene_set(5_000_011, 40, exclude=HELD_OUT_COMBOS)
     jobs = [CaptionJob(captioner.preprocess(render(s, DEMO_IMAGE_SIZE)), CaptionOptions()) for s in scenes]
     right = [caption_is_right(c, s) for c, s in zip(captioner.caption(jobs), scenes, strict=True)]
-    assert np.mean(right) >= 0.8
+    assert np.mean(right) >= 0.95  # measured: 40 of 40 here, 0.990 on 200 (docs/blip.md)
 
 
 def test_itm_fixes_clip_mistakes_on_hard_pairs(clip, matcher):
     """Pairs of a scene and its one-attribute near-copy that CLIP ranks the wrong
     way round for the scene's caption (so CLIP gets 0% of them): the ITM head
-    ranks most of them right (chance would be 50%)."""
+    ranks nearly all of them right (chance would be 50%)."""
     rng = random.Random(5)
     mistakes = []
     for scene in scene_set(6_000_007, 300, exclude=HELD_OUT_COMBOS):
@@ -82,4 +82,4 @@ def test_itm_fixes_clip_mistakes_on_hard_pairs(clip, matcher):
         for text, images in mistakes
         for probabilities in [matcher.match([MatchJob(matcher.preprocess(im), text) for im in images])]
     ]
-    assert np.mean(fixed) >= 0.6
+    assert np.mean(fixed) >= 0.9  # measured: 33 of 34 (0.97)
