@@ -337,6 +337,7 @@ def test_each_odd_input_gets_its_expected_answer_and_rejections_change_nothing(c
         width, height = thumbnail.size
         for x, colour in ((width // 4, case.stored.left), (3 * width // 4, case.stored.right)):
             got = thumbnail.getpixel((x, height // 2))
+            assert isinstance(got, tuple)
             assert max(abs(a - b) for a, b in zip(got, colour, strict=True)) <= 24, (x, got, colour)  # JPEG
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 
+import faiss
 import numpy as np
 import pytest
 
@@ -127,7 +128,7 @@ def test_a_saved_index_of_another_kind_than_its_description_says_is_rebuilt_not_
     store.close()
     # What a power cut between the two renames of a save that changed the kind leaves behind.
     ivf = build_ann(IndexSpec(type=IndexType.IVF), IndexType.IVF, vectors, np.arange(1, N + 1, dtype=np.int64))
-    store_module.faiss.write_index(ivf, str(tmp_path / store_module.ANN_FILE))
+    faiss.write_index(ivf, str(tmp_path / store_module.ANN_FILE))
     with caplog.at_level("WARNING", logger="index.store"):
         store = open_store(tmp_path, IndexSpec(type=IndexType.HNSW))
     assert "is not the hnsw its description says" in caplog.text
