@@ -41,5 +41,6 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_its_schema(tmp_p
         )
     assert result.returncode == 0, result.stdout[-5000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
-    assert generated is not None and int(generated.group(1)) >= 500
+    assert generated is not None, result.stdout[-2000:]
+    assert int(generated.group(1)) >= 1700  # measured: 1,812 with seed 1 (docs/reliability.md)
     assert generated.group(1) == generated.group(2)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import shutil
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from tests.e2e.test_server import one_object, png
@@ -31,7 +33,21 @@ def playwright() -> ModuleType:
     return sync_api
 
 
-def test_the_page_adds_images_searches_by_text_and_finds_more_like_this(playwright, tmp_path):
+def names_by_id(server: ServerProcess, files: dict[str, bytes]) -> dict[str, str]:
+    """Which stored id holds which file (the page makes its own ids): the stored embedding equal to the file's."""
+    with server.client() as client:
+        items = client.get("/v1/images").json()["items"]
+        names = {}
+        for name, data in files.items():
+            row = np.asarray(client.post("/v1/embed/image", files=[("files", (name, data))]).json()["embeddings"][0])
+            for item in items:
+                stored = np.asarray(client.get(f"/v1/images/{item['id']}/embedding").json()["embeddings"][0])
+                if float(row @ stored) > 0.9999:
+                    names[item["id"]] = name
+    return names
+
+
+def test_the_page_adds_images_searches_by_text_and_by_a_dropped_image_and_finds_more_like_this(playwright, tmp_path):
     photos = {
         "red-circle.png": one_object("circle", "red", 1),
         "blue-square.png": one_object("square", "blue", 2),
@@ -52,6 +68,9 @@ def test_the_page_adds_images_searches_by_text_and_finds_more_like_this(playwrig
         expect(page.locator("#message")).to_have_text("added 4 images")
         expect(page.locator("#count")).to_have_text("4")
 
+        names = names_by_id(server, {name: (tmp_path / name).read_bytes() for name in photos})
+        assert sorted(names.values()) == sorted(photos)
+
         page.fill("#query", "a red circle")
         page.press("#query", "Enter")
         cards = page.locator("#results .card")
@@ -59,6 +78,7 @@ def test_the_page_adds_images_searches_by_text_and_finds_more_like_this(playwrig
         first = cards.first
         ids = page.locator("#results .card .id")
         first_id = ids.first.inner_text()
+        assert names[first_id] == "red-circle.png"
         metadata = first.locator(".metadata").inner_text()
         assert metadata == "{}"
         assert first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
@@ -69,6 +89,20 @@ def test_the_page_adds_images_searches_by_text_and_finds_more_like_this(playwrig
         first.locator(".more").click()
         expect(page.locator("#message")).to_have_text(f"3 results like {first_id}")
         assert first_id not in ids.all_inner_texts()
+        # Drop a picture of a blue square on the drop zone: a search by image, the blue square first.
+        dropped = base64.b64encode(png(one_object("square", "blue", 9), size=128)).decode()
+        transfer = page.evaluate_handle(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], "query.png", { type: "image/png" }));
+                return transfer;
+            }""",
+            dropped,
+        )
+        page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+        expect(page.locator("#message")).to_have_text("4 results like query.png")
+        assert names[ids.first.inner_text()] == "blue-square.png"
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         browser.close()
