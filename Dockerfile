@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY index ./index
 COPY service ./service
+COPY client ./client
 RUN pip install .
 
 USER clipsearch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,53 @@ def test_the_image_runs_as_a_non_root_user_with_a_health_check_and_a_data_volume
     assert "USER clipsearch" in dockerfile
     assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
     assert 'VOLUME ["/data"' in dockerfile
+
+
+def copied_paths(dockerfile: str) -> list[str]:
+    """The sources of every COPY line in the Dockerfile (the build context's paths it takes)."""
+    paths = []
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            paths += [p for p in line.split()[1:-1] if not p.startswith("--")]
+    return paths
+
+
+def test_the_command_line_starts_from_exactly_what_the_image_copies(tmp_path):
+    """Builds the package from only the Dockerfile's COPY sources and runs `clipsearch --help`
+    with nothing else of the project importable: a package the entry point imports
+    but the image leaves out fails here in seconds (0.1's image lacked client/)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for path in copied_paths((ROOT / "Dockerfile").read_text()):
+        source = ROOT / path
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, app / path)
+    site = tmp_path / "site"
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(app),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    # -S: no .pth files, so the editable install of this checkout cannot stand in for a missing package.
+    third_party = [p for p in sys.path if p.endswith("site-packages")]
+    code = (
+        f"import sys; sys.path[:0] = {[str(site), *third_party]!r}; sys.argv = ['clipsearch', '--help'];"
+        "from service.cli import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "serve" in result.stdout
