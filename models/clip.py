@@ -3,17 +3,26 @@
 `load_clip` resolves a model name and a weights spec, loads the model once and
 returns two towers (image and text) that share one interface: `encode(batch)`
 returns L2-normalised float32 rows.
+
+Two pipelines (docs/gpu.md): `fast` (the default) prepares uint8 pixels at the
+model's size (JPEGs decoded at reduced scale on the CPU, or on the GPU with
+nvJPEG), normalises them inside the batched forward pass and replays the text
+tower from CUDA graphs; `reference` runs open_clip's own transform on the full
+decode and the text tower eagerly. On CUDA the weights are fp16/bf16 (open_clip's
+`precision`), not fp32 under autocast, which re-casts every weight every call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import open_clip
@@ -24,7 +33,10 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from models.errors import ModelLoadError
-from models.images import crop_extreme_aspect, decode_image
+from models.gpu_images import DeviceJpegDecoder, fits_device_decoder
+from models.images import THUMBNAIL_SIZE, crop_extreme_aspect, decode_image, make_thumbnail, prepare_all
+from models.pixels import PixelSpec, normalise, pixel_spec, resize_crop
+from models.text_graphs import TextGraphs
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,21 @@ class ImageTower(Protocol):
 
     def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
         """Encode preprocessed images into an (n, dim) float32 array of unit rows."""
+        ...
+
+
+@runtime_checkable
+class ImagePreparer(Protocol):
+    """An image tower that prepares a whole request at once (e.g. decoding its JPEGs on the GPU in one call)."""
+
+    async def prepare_images(
+        self, images: Sequence[tuple[str, bytes]], *, max_pixels: int, thumbnails: bool
+    ) -> tuple[list[torch.Tensor], list[bytes]]:
+        """Pixels for each (name, bytes) image and, if asked, a JPEG thumbnail of each (else b"").
+
+        Raises:
+            InvalidImageError: naming the first image that cannot be used.
+        """
         ...
 
 
@@ -80,6 +107,11 @@ class WeightsKind(StrEnum):
     NONE = "none"
 
 
+class Pipeline(StrEnum):
+    FAST = "fast"
+    REFERENCE = "reference"
+
+
 class Precision(StrEnum):
     AUTO = "auto"
     FP32 = "fp32"
@@ -96,18 +128,18 @@ class Placement:
 
     @property
     def weights_dtype(self) -> torch.dtype:
-        # On CPU, bf16 weights halve the bytes every forward pass reads; on GPU
-        # the weights stay fp32 and autocast picks the half type per op.
-        return torch.bfloat16 if self.device.type == "cpu" and self.precision is Precision.BF16 else torch.float32
+        """The type of the weights and of the pixels fed to the image tower.
 
-    def autocast(self) -> torch.autocast:
-        half = torch.float16 if self.precision is Precision.FP16 else torch.bfloat16
-        enabled = self.device.type == "cuda" and self.precision is not Precision.FP32
-        return torch.autocast(device_type=self.device.type, dtype=half, enabled=enabled)
+        Half types halve the bytes every forward pass reads. On CUDA open_clip's
+        own fp16/bf16 mode keeps LayerNorm in fp32, as OpenAI's CLIP ran.
+        """
+        if self.precision is Precision.FP16:
+            return torch.float16
+        return torch.bfloat16 if self.precision is Precision.BF16 else torch.float32
 
 
 def resolve_precision(precision: Precision | str, device: torch.device) -> Precision:
-    """`auto`: fp16 autocast on CUDA, bf16 on CPUs with native bf16 instructions, else fp32."""
+    """`auto`: fp16 weights on CUDA, bf16 on CPUs with native bf16 instructions, else fp32."""
     precision = Precision(precision)
     if precision is Precision.AUTO:
         if device.type == "cuda":
@@ -179,38 +211,133 @@ def classify_weights(name: str, pretrained: str) -> WeightsKind:
 
 
 class ClipImageTower:
-    """Image encoder: bytes → preprocessed tensor (prepare) → embeddings (encode)."""
+    """Image encoder: bytes → prepared tensor (prepare) → embeddings (encode).
+
+    A prepared tensor is either open_clip's float (3, S, S) input (the
+    reference pipeline) or uint8 (3, S, S) pixels, on the host or already on
+    the device (the fast pipeline), which `encode` normalises for the whole
+    batch at once. One batch holds one kind.
+    """
 
     def __init__(
-        self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], placement: Placement
+        self,
+        model: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        placement: Placement,
+        pipeline: Pipeline = Pipeline.FAST,
     ) -> None:
         self._model = model
         self._preprocess = preprocess
         self._placement = placement
+        # A transform other than open_clip's plain eval one has no fast twin: it stays the reference.
+        self.spec: PixelSpec | None = pixel_spec(preprocess) if pipeline is Pipeline.FAST else None
+        self.device_decoder = (
+            DeviceJpegDecoder(self.spec, placement.device)
+            if self.spec is not None and placement.device.type == "cuda"
+            else None
+        )
+        self._pinned: torch.Tensor | None = None
+        self._lock = threading.Lock()  # guards the pinned buffer, reused by every batch
+
+    @property
+    def _reduce_to(self) -> tuple[int, int] | None:
+        return None if self.spec is None else (self.spec.size, self.spec.size)
 
     def prepare(self, data: bytes, *, max_pixels: int) -> torch.Tensor:
         """Decode and preprocess one image; CPU work meant to run in a worker thread."""
-        return self.preprocess(decode_image(data, max_pixels=max_pixels))
+        return self.preprocess(decode_image(data, max_pixels=max_pixels, reduce_to=self._reduce_to))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self._preprocess(crop_extreme_aspect(image))
+        image = crop_extreme_aspect(image)
+        return self._preprocess(image) if self.spec is None else resize_crop(image, self.spec)
+
+    async def prepare_images(
+        self, images: Sequence[tuple[str, bytes]], *, max_pixels: int, thumbnails: bool
+    ) -> tuple[list[torch.Tensor], list[bytes]]:
+        """Pixels (and thumbnails) for a request's images: JPEGs nvJPEG takes on the GPU, the rest on the CPU.
+
+        Raises:
+            InvalidImageError: naming the first image that cannot be used.
+        """
+        on_device: list[torch.Tensor | None] = [None] * len(images)
+        decoder = self.device_decoder
+        if decoder is not None:
+            fits = [i for i, (_, data) in enumerate(images) if fits_device_decoder(data, max_pixels=max_pixels)]
+            # One nvJPEG call for the whole request, in a thread: it blocks until the pixels are ready.
+            decoded = await asyncio.to_thread(decoder.decode, [images[i][1] for i in fits])
+            for i, pixels in zip(fits, decoded, strict=True):
+                on_device[i] = pixels
+        reduce_to = self._reduce_to
+        if thumbnails and reduce_to is not None:
+            reduce_to = (reduce_to[0], max(reduce_to[1], THUMBNAIL_SIZE))
+
+        def prepare(item: tuple[torch.Tensor | None, bytes]) -> tuple[torch.Tensor, bytes]:
+            pixels, data = item
+            if pixels is not None:  # decoded on the device; only its thumbnail is made here
+                # from a reduced-scale CPU decode (a 640x480 JPEG decodes at 320x240: a quarter of the work).
+                return pixels, make_thumbnail(decode_image(data, max_pixels=max_pixels, reduce_to=(1, THUMBNAIL_SIZE)))
+            image = decode_image(data, max_pixels=max_pixels, reduce_to=reduce_to)
+            return self.preprocess(image), make_thumbnail(image) if thumbnails else b""
+
+        jobs = [
+            (name, (pixels, data))
+            for (name, data), pixels in zip(images, on_device, strict=True)
+            if pixels is None or thumbnails
+        ]
+        done = iter(await prepare_all(jobs, prepare))
+        prepared = [next(done) if pixels is None or thumbnails else (pixels, b"") for pixels in on_device]
+        return [pixels for pixels, _ in prepared], [thumb for _, thumb in prepared]
 
     def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
+        with self._lock, torch.inference_mode():
+            features = self._model.encode_image(self._pixels(batch))  # type: ignore[operator]
+            return _unit_rows(features)
+
+    def _pixels(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The batch as the model's input on its device."""
         place = self._placement
-        pixels = torch.stack(list(batch))
-        if place.device.type == "cuda":
-            pixels = pixels.pin_memory()  # lets the copy to the GPU run asynchronously
-        pixels = pixels.to(place.device, dtype=place.weights_dtype, non_blocking=True)
-        with torch.inference_mode(), place.autocast():
-            features = self._model.encode_image(pixels)  # type: ignore[operator]
-        return _unit_rows(features)
+        raw = [t.dtype == torch.uint8 for t in batch]
+        if not any(raw):  # the reference pipeline's float tensors
+            pixels = torch.stack(list(batch))
+            if place.device.type == "cuda":
+                pixels = pixels.pin_memory()  # lets the copy to the GPU run asynchronously
+            return pixels.to(place.device, dtype=place.weights_dtype, non_blocking=True)
+        if not all(raw) or self.spec is None:
+            raise ValueError("a batch mixes uint8 and float pixels, or uint8 pixels reached a reference-pipeline tower")
+        if place.device.type != "cuda":
+            return normalise(torch.stack(list(batch)), self.spec, place.weights_dtype)
+        pixels = torch.empty((len(batch), *batch[0].shape), dtype=torch.uint8, device=place.device)
+        host = [i for i, t in enumerate(batch) if t.device.type == "cpu"]
+        on_device = [i for i, t in enumerate(batch) if t.device.type != "cpu"]
+        if host:
+            staged = self._pinned_buffer(len(host), batch[host[0]].shape)
+            torch.stack([batch[i] for i in host], out=staged)
+            # uint8 over the bus (a quarter of float32); the copy is done before the next
+            # batch reuses the buffer, because encode waits for its result under the lock.
+            uploaded = staged.to(place.device, non_blocking=True)
+            if not on_device:
+                return normalise(uploaded, self.spec, place.weights_dtype)
+            pixels[host] = uploaded
+        if on_device:
+            pixels[on_device] = torch.stack([batch[i] for i in on_device])
+        return normalise(pixels, self.spec, place.weights_dtype)
+
+    def _pinned_buffer(self, n: int, shape: torch.Size) -> torch.Tensor:
+        buffer = self._pinned
+        if buffer is None or buffer.shape[0] < n or buffer.shape[1:] != shape:
+            buffer = self._pinned = torch.empty((max(n, 64), *shape), dtype=torch.uint8).pin_memory()
+        return buffer[:n]
 
 
 class ClipTextTower:
     """Text encoder: strings → embeddings, with the trimmed-context fast path where it is exact."""
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], placement: Placement
+        self,
+        model: torch.nn.Module,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        placement: Placement,
+        pipeline: Pipeline = Pipeline.FAST,
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -222,6 +349,11 @@ class ClipTextTower:
             and getattr(model, "text_pool_type", None) == "argmax"
             and getattr(model, "attn_mask", None) is not None
             and isinstance(tokenizer, SimpleTokenizer)
+        )
+        self.graphs = (
+            TextGraphs(partial(encode_text_trimmed, model), placement.device, int(model.context_length))  # type: ignore[arg-type]
+            if self.trims_context and pipeline is Pipeline.FAST and placement.device.type == "cuda"
+            else None
         )
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -254,24 +386,36 @@ class ClipTextTower:
         return [int(n) for n in (last + 1).tolist()]
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenize(batch).to(self._placement.device)
-        with torch.inference_mode(), self._placement.autocast():
-            if self.trims_context:
-                features = encode_text_trimmed(self._model, tokens)
-            else:
-                features = self._model.encode_text(tokens)  # type: ignore[operator]
-        return _unit_rows(features)
+        tokens = self.tokenize(batch)
+        with torch.inference_mode():
+            if not self.trims_context:
+                features = self._model.encode_text(tokens.to(self._placement.device))  # type: ignore[operator]
+                return _unit_rows(features)
+            # Trimmed on the host, before the copy: finding the length on the device would wait for it.
+            tokens = tokens[:, : used_context(tokens)]
+            graphed = self.graphs(tokens) if self.graphs is not None else None
+            if graphed is not None:
+                return _unit_rows(graphed)
+            on_device = tokens.to(self._placement.device)
+            return _unit_rows(encode_text_trimmed(self._model, on_device, on_device.shape[1]))
 
 
-def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def used_context(tokens: torch.Tensor) -> int:
+    """Positions up to and including the batch's last end-of-text token (the largest id of each row)."""
+    return int(tokens.argmax(dim=-1).max()) + 1
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor, length: int | None = None) -> torch.Tensor:
     """open_clip's CLIP.encode_text, run only up to the batch's last end-of-text token.
 
     With a causal mask no token attends to the padding after it, and the pooled
     feature is read at the end-of-text token (the largest id), so cutting the
     padding changes nothing but the cost. tests/models/test_clip.py checks
-    equality with the public path.
+    equality with the public path. `length` (>= used_context(tokens)) skips
+    finding it, which on a GPU would wait for the device.
     """
-    length = int(tokens.argmax(dim=-1).max().item()) + 1
+    if length is None:
+        length = used_context(tokens)
     tokens = tokens[:, :length]
     cast_dtype = model.transformer.get_cast_dtype()  # type: ignore[union-attr,operator]
     x = model.token_embedding(tokens).to(cast_dtype)  # type: ignore[operator]
@@ -323,6 +467,7 @@ def load_clip(
     *,
     fallback_to_demo: bool,
     precision: Precision | str = Precision.AUTO,
+    pipeline: Pipeline | str = Pipeline.FAST,
 ) -> ClipTowers:
     """Load an open_clip model.
 
@@ -335,6 +480,8 @@ def load_clip(
             log one line and serve the bundled demo model instead of failing.
         precision: `fp32` (equal to open_clip's reference to 1e-5), `bf16`, `fp16`
             (GPU), or `auto` (see resolve_precision).
+        pipeline: `fast` (uint8 pixels, JPEGs decoded on the GPU, CUDA graphs for
+            text) or `reference` (open_clip's transform and eager forward passes).
 
     Raises:
         ModelLoadError: the model cannot be loaded, with the reason.
@@ -349,7 +496,7 @@ def load_clip(
     placement = Placement(torch_device, resolve_precision(precision, torch_device))
     kind = classify_weights(name, spec)
     try:
-        return _load(name, spec, kind, placement)
+        return _load(name, spec, kind, placement, Pipeline(pipeline))
     except ModelLoadError as exc:
         if not (fallback_to_demo and kind in (WeightsKind.TAG, WeightsKind.HF_HUB)):
             raise
@@ -361,28 +508,33 @@ def load_clip(
         name,
         reason.splitlines()[0],
     )
-    towers = _load(DEMO_MODEL, str(DEMO_CHECKPOINT), WeightsKind.FILE, placement)
+    towers = _load(DEMO_MODEL, str(DEMO_CHECKPOINT), WeightsKind.FILE, placement, Pipeline(pipeline))
     return replace(towers, info=replace(towers.info, fallback_reason=f"{name} {spec}: {reason}"))
 
 
-def _load(name: str, spec: str, kind: WeightsKind, placement: Placement) -> ClipTowers:
+def _load(name: str, spec: str, kind: WeightsKind, placement: Placement, pipeline: Pipeline) -> ClipTowers:
     device = placement.device
+    # On CUDA open_clip makes the half-precision model itself (LayerNorm kept in fp32);
+    # on the CPU bf16 stays what it was: the whole model cast after loading.
+    precision = str(placement.precision) if device.type == "cuda" else "fp32"
     if kind is WeightsKind.NONE:
         log.warning("serving %s with RANDOM weights (--pretrained none): for benchmarks only", name)
     try:
         if kind is WeightsKind.HF_HUB:
             # open_clip reads both config and weights from the hub repo.
-            model, _, preprocess = open_clip.create_model_and_transforms(spec, device=device)
+            model, _, preprocess = open_clip.create_model_and_transforms(spec, device=device, precision=precision)
             tokenizer = open_clip.get_tokenizer(spec)
         else:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=None if kind is WeightsKind.NONE else spec, device=device
+                name, pretrained=None if kind is WeightsKind.NONE else spec, device=device, precision=precision
             )
             tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:  # open_clip raises bare RuntimeErrors and hub errors alike
         raise ModelLoadError(f"cannot load {name} with weights {spec}: {exc}") from exc
     logit_scale = float(model.logit_scale.exp().item())
-    model = model.to(placement.weights_dtype).eval()
+    if device.type == "cpu":
+        model = model.to(placement.weights_dtype)
+    model = model.eval()
     with torch.inference_mode():
         probe = model.encode_text(tokenizer(["probe"]).to(device))
     dim = int(probe.shape[-1])
@@ -396,8 +548,8 @@ def _load(name: str, spec: str, kind: WeightsKind, placement: Placement) -> Clip
     )
     log.info("loaded %s (%s) on %s in %s, %d-d embeddings", name, spec, device, placement.precision, dim)
     return ClipTowers(
-        image=ClipImageTower(model, preprocess, placement),
-        text=ClipTextTower(model, tokenizer, placement),
+        image=ClipImageTower(model, preprocess, placement, pipeline),
+        text=ClipTextTower(model, tokenizer, placement, pipeline),
         info=info,
         logit_scale=logit_scale,
     )

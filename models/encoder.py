@@ -11,7 +11,7 @@ import torch
 from cachetools import LRUCache
 
 from models.batcher import BatchObserver, MicroBatcher
-from models.clip import ClipTowers, ModelInfo, zero_shot_probabilities
+from models.clip import ClipTowers, ImagePreparer, ModelInfo, zero_shot_probabilities
 from models.images import decode_image, make_thumbnail, prepare_all
 
 
@@ -109,6 +109,11 @@ class Encoder:
         return vectors, thumbnails
 
     async def _embed(self, images: Sequence[tuple[str, bytes]], *, thumbnails: bool) -> tuple[np.ndarray, list[bytes]]:
+        tower = self.towers.image
+        if isinstance(tower, ImagePreparer):  # the CLIP tower: JPEGs decoded on the GPU, the rest at reduced scale
+            pixels, thumbs = await tower.prepare_images(images, max_pixels=self._max_pixels, thumbnails=thumbnails)
+            return np.stack(await self.images.submit(pixels)), thumbs
+
         def prepare(data: bytes) -> tuple[torch.Tensor, bytes]:
             image = decode_image(data, max_pixels=self._max_pixels)
             return self.towers.image.preprocess(image), make_thumbnail(image) if thumbnails else b""

@@ -37,7 +37,13 @@ async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowe
         m = settings.model
         # Loading reads hundreds of MB and may download.
         towers = await asyncio.to_thread(
-            load_clip, m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo, precision=m.precision
+            load_clip,
+            m.name,
+            m.pretrained,
+            m.device,
+            fallback_to_demo=m.fallback_to_demo,
+            precision=m.precision,
+            pipeline=m.pipeline,
         )
     store = await asyncio.to_thread(
         SqliteFaissStore, settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.ann import Encoding, IndexSpec, IndexType
 from index.metadata import MAX_METADATA_BYTES
-from models.clip import Precision
+from models.clip import Pipeline, Precision
 
 
 class ModelSettings(BaseModel):
@@ -25,7 +25,13 @@ class ModelSettings(BaseModel):
     precision: Precision = Field(
         Precision.AUTO,
         description="fp32 (exactly open_clip's numbers), bf16, fp16 (GPU), or auto: "
-        "fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32",
+        "fp16 weights on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    pipeline: Pipeline = Field(
+        Pipeline.FAST,
+        description="fast: uint8 pixels at the model's size (JPEGs decoded at reduced scale, or on the GPU), "
+        "normalised on the device, CUDA graphs for text; reference: open_clip's own transform and eager "
+        "forward passes (see docs/gpu.md)",
     )
     fallback_to_demo: bool = Field(
         True, description="serve the bundled demo model when the weights cannot be fetched (no network)"

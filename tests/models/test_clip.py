@@ -12,16 +12,24 @@ from PIL import Image
 
 from models.clip import (
     DEMO_MODEL,
+    ClipImageTower,
+    ClipTextTower,
+    Placement,
+    Precision,
     encode_text_trimmed,
     load_clip,
     register_bundled_configs,
     resolve_precision,
+    used_context,
     zero_shot_probabilities,
 )
 from models.errors import ModelLoadError
 from models.scenes import render, scene_set
+from models.text_graphs import BATCH_BUCKETS, bucket, pad_tokens
+from tests.models.photos import photo_jpegs
 
 TEXTS = ["a red circle", "a small blue star on the left and a large green square at the top", "wow!", "!!", "x"]
+NON_ASCII = ["café crème brûlée", "東京の夜景", "🐱 on a sofa", "Zürich — Straße", "ÅÄÖ åäö"]
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +156,93 @@ def test_zero_shot_probabilities_are_a_softmax_over_scaled_cosines():
     probabilities = zero_shot_probabilities(image, labels, logit_scale=2.0)
     assert probabilities.sum() == pytest.approx(1.0)
     assert probabilities[0] == pytest.approx(np.exp(2) / (np.exp(2) + 1))
+
+
+@pytest.mark.parametrize(("name", "pretrained"), [("ViT-B-32", "none"), (DEMO_MODEL, None)])
+def test_the_fast_pipeline_embeds_real_photographs_like_open_clips_transform(name, pretrained):
+    torch.manual_seed(0)  # the random ViT-B-32 weights
+    fast = load_clip(name, pretrained, "cpu", fallback_to_demo=False, precision="fp32")
+    reference = load_clip(name, pretrained, "cpu", fallback_to_demo=False, precision="fp32", pipeline="reference")
+    reference.image._model = fast.image._model  # type: ignore[attr-defined]  # one set of random weights
+    jpegs = list(photo_jpegs().values())
+    ours = fast.image.encode([fast.image.prepare(data, max_pixels=10**8) for data in jpegs])
+    _, _, preprocess = open_clip.create_model_and_transforms(name)
+    images = [Image.open(io.BytesIO(data)).convert("RGB") for data in jpegs]
+    theirs = reference.image.encode([preprocess(image) for image in images])
+    cosines = np.sum(ours * theirs, axis=1)
+    assert np.min(cosines) >= 0.995, cosines
+    # The bar means something: two different photographs are further apart than that.
+    others = theirs @ theirs.T
+    assert np.max(others[~np.eye(len(jpegs), dtype=bool)]) < 0.995
+
+
+def test_the_reference_pipeline_prepares_with_open_clips_own_transform():
+    towers = load_clip(DEMO_MODEL, None, "cpu", fallback_to_demo=False, pipeline="reference")
+    _, _, preprocess = open_clip.create_model_and_transforms(DEMO_MODEL)
+    data = photo_jpegs()["coffee"]
+    prepared = towers.image.prepare(data, max_pixels=10**8)
+    assert prepared.dtype == torch.float32
+    np.testing.assert_array_equal(prepared.numpy(), preprocess(Image.open(io.BytesIO(data)).convert("RGB")).numpy())
+    assert towers.text.graphs is None  # type: ignore[attr-defined]
+
+
+def test_the_fast_pipeline_hands_uint8_pixels_to_the_batch():
+    towers = load_clip(DEMO_MODEL, None, "cpu", fallback_to_demo=False)
+    prepared = towers.image.prepare(photo_jpegs()["rocket"], max_pixels=10**8)
+    assert prepared.dtype == torch.uint8 and prepared.shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="mixes"):
+        towers.image.encode([prepared, prepared.float()])
+
+
+def test_half_precision_weights_made_by_open_clip_stay_within_a_cosine_of_0999_of_fp32():
+    # What load_clip does on CUDA (open_clip's fp16 mode), run on the CPU in bf16.
+    register_bundled_configs()
+    torch.manual_seed(3)
+    exact, _, preprocess = open_clip.create_model_and_transforms(DEMO_MODEL, precision="fp32")
+    half, _, _ = open_clip.create_model_and_transforms(DEMO_MODEL, precision="bf16")
+    half.load_state_dict(exact.state_dict())
+    tokenizer = open_clip.get_tokenizer(DEMO_MODEL)
+    towers = []
+    for model, precision in [(exact, Precision.FP32), (half, Precision.BF16)]:
+        place = Placement(torch.device("cpu"), precision)
+        towers.append((ClipImageTower(model.eval(), preprocess, place), ClipTextTower(model, tokenizer, place)))
+    images = [render(scene) for scene in scene_set(8, 4)]
+    (image32, text32), (image16, text16) = towers
+    pixels = [image32.preprocess(i) for i in images]
+    assert image16._pixels(pixels).dtype == torch.bfloat16
+    pairs = [
+        (
+            image32.encode([image32.preprocess(i) for i in images]),
+            image16.encode([image16.preprocess(i) for i in images]),
+        ),
+        (text32.encode(TEXTS + NON_ASCII), text16.encode(TEXTS + NON_ASCII)),
+    ]
+    for a, b in pairs:
+        assert np.min(np.sum(a * b, axis=1)) > 0.999
+
+
+@pytest.mark.parametrize("name", [DEMO_MODEL, "ViT-B-32"])
+def test_tokens_padded_to_a_cuda_graph_bucket_encode_like_open_clips_encode_text(name):
+    # The CPU twin of TextGraphs: the padded batch it copies into a graph, run eagerly.
+    register_bundled_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model(name).eval()
+    tokens = open_clip.get_tokenizer(name)(TEXTS + NON_ASCII)
+    length = used_context(tokens)
+    rows, padded_length = bucket(len(tokens), BATCH_BUCKETS), bucket(length, (16, 24, 32, 77))
+    assert rows == 16 and padded_length is not None and padded_length > length
+    padded = pad_tokens(tokens[:, :length], rows, padded_length)
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        graphed = encode_text_trimmed(model, padded, padded_length)[: len(tokens)]
+    np.testing.assert_allclose(graphed.numpy(), full.numpy(), atol=1e-5)
+
+
+def test_buckets_are_the_smallest_that_fit_and_none_past_the_largest():
+    assert [bucket(n, BATCH_BUCKETS) for n in (1, 3, 64, 65, 256)] == [1, 4, 64, 128, 256]
+    assert bucket(257, BATCH_BUCKETS) is None
+
+
+def test_used_context_counts_up_to_the_last_end_of_text_token():
+    tokens = open_clip.get_tokenizer(DEMO_MODEL)(["a b c", "a"])
+    assert used_context(tokens) == 5  # start, three words, end

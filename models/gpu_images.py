@@ -1,0 +1,93 @@
+"""JPEGs decoded on the model's device (nvJPEG through torchvision) and preprocessed there.
+
+Only JPEGs that nvJPEG decodes to the same pixels as `decode_image` are sent:
+8-bit baseline or progressive, YCbCr or grey, upright (EXIF orientation 1 or
+none), one frame, within the pixel limit and MAX_ASPECT. Everything else (PNG, WebP, GIF,
+CMYK/YCCK or Adobe-RGB JPEGs, EXIF-rotated or multi-picture files, anything
+nvJPEG refuses at decode) goes to the CPU decoder, which also gives the errors
+for unusable files, so hostile input is answered exactly as before.
+
+The same code runs with `device=cpu` (torchvision's libjpeg decoder): that is
+how the tests cover it on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from models.images import MAX_ASPECT
+from models.pixels import PixelSpec, resize_crop_tensor
+
+log = logging.getLogger(__name__)
+# torchvision >= 0.29 warns on every decode that TorchCodec will take this over; the API still works.
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+
+EXIF_ORIENTATION = 0x0112
+# libjpeg's Adobe APP14 transform flag: 1 means YCbCr; 0 means RGB or CMYK stored as is.
+ADOBE_YCBCR = 1
+
+
+def fits_device_decoder(data: bytes, *, max_pixels: int) -> bool:
+    """True when nvJPEG decodes these bytes to the pixels `decode_image` gives (a header read, no decode)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if image.format != "JPEG" or image.mode not in ("RGB", "L") or width * height > max_pixels:
+                return False
+            if max(width, height) > MAX_ASPECT * min(width, height):
+                return False  # crop_extreme_aspect's job, on the CPU
+            if image.info.get("adobe_transform", ADOBE_YCBCR) != ADOBE_YCBCR:
+                return False
+            return bool(image.getexif().get(EXIF_ORIENTATION, 1) == 1)
+    except Exception:  # any header Pillow cannot read: the CPU decoder names the problem
+        return False
+
+
+class DeviceJpegDecoder:
+    """Batch-decodes JPEGs on `device` into uint8 (3, S, S) model pixels on that device."""
+
+    def __init__(self, spec: PixelSpec, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+
+    def decode(self, jpegs: Sequence[bytes]) -> list[torch.Tensor | None]:
+        """Pixels for each JPEG, in order; None where the decoder refused one (decode it on the CPU)."""
+        if not jpegs:
+            return []
+        # bytearray: torch.frombuffer wants writable memory, and the copy is small next to a decode.
+        encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
+        images: list[torch.Tensor | None]
+        try:
+            images = list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device))
+        except (RuntimeError, ValueError):
+            # One bad file fails the whole batch call: find it by decoding one at a time.
+            images = [self._decode_one(data) for data in encoded]
+        return self._preprocess(images)
+
+    def _decode_one(self, data: torch.Tensor) -> torch.Tensor | None:
+        try:
+            image: torch.Tensor = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            return image
+        except (RuntimeError, ValueError) as exc:
+            log.debug("the device JPEG decoder refused an image (%s); decoding it on the CPU", exc)
+            return None
+
+    def _preprocess(self, images: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        out: list[torch.Tensor | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            if image is not None:
+                by_shape.setdefault(tuple(image.shape), []).append(i)
+        # Images of one shape are resized together: one kernel launch per group, not per image.
+        for indices in by_shape.values():
+            pixels = resize_crop_tensor(torch.stack([images[i] for i in indices]), self.spec)  # type: ignore[misc]
+            for i, row in zip(indices, pixels, strict=True):
+                out[i] = row
+        return out

@@ -1,0 +1,149 @@
+"""The GPU JPEG path, run on the CPU: the same DeviceJpegDecoder with torchvision's CPU decoder."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.clip import DEMO_MODEL, ClipImageTower, load_clip
+from models.errors import InvalidImageError
+from models.gpu_images import DeviceJpegDecoder, fits_device_decoder
+from models.images import THUMBNAIL_SIZE
+from tests.models.photos import photo_jpegs
+
+LIMIT = 10_000_000
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def picture(size: tuple[int, int] = (320, 240), mode: str = "RGB") -> Image.Image:
+    image = Image.new("RGB", size, (200, 30, 30))
+    image.paste((30, 30, 200), (size[0] // 2, 0, size[0], size[1]))
+    return image.convert(mode)
+
+
+def exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(picture().transpose(Image.Transpose.ROTATE_90), exif=exif)
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+
+
+ROUTES = {
+    "baseline-rgb": (encode(picture()), True),
+    "progressive": (encode(picture(), progressive=True), True),
+    "grey": (encode(picture(mode="L")), True),
+    "exif-upright": (encode(picture(), exif=Image.Exif()), True),
+    "cmyk": (encode(picture(mode="CMYK")), False),
+    "exif-rotated": (exif_rotated(), False),
+    "png": (encode(picture(), "PNG"), False),
+    "webp": (encode(picture(), "WEBP"), False),
+    "gif": (animated_gif(), False),
+    "over-the-pixel-limit": (encode(picture((4000, 3000))), False),
+    "extreme-aspect": (encode(picture((2000, 100))), False),
+    "not-an-image": (b"plain text", False),
+    "empty": (b"", False),
+}
+
+
+@pytest.mark.parametrize("name", ROUTES)
+def test_only_jpegs_nvjpeg_decodes_faithfully_go_to_the_device(name):
+    data, expected = ROUTES[name]
+    assert fits_device_decoder(data, max_pixels=LIMIT) is expected
+
+
+@pytest.fixture(scope="module")
+def demo() -> ClipImageTower:
+    tower = load_clip(DEMO_MODEL, None, "cpu", fallback_to_demo=False, precision="fp32").image
+    assert isinstance(tower, ClipImageTower) and tower.spec is not None
+    return tower
+
+
+@pytest.fixture
+def on_device(demo) -> Iterator[ClipImageTower]:
+    """The demo tower with the device JPEG path switched on, on the CPU (what CUDA does, less nvJPEG)."""
+    assert demo.spec is not None
+    demo.device_decoder = DeviceJpegDecoder(demo.spec, torch.device("cpu"))
+    yield demo
+    demo.device_decoder = None
+
+
+def test_a_batch_with_a_broken_jpeg_decodes_the_rest_and_marks_that_one():
+    spec = load_clip(DEMO_MODEL, None, "cpu", fallback_to_demo=False).image.spec  # type: ignore[attr-defined]
+    good = encode(picture())
+    broken = good[: len(good) // 3]
+    pixels = DeviceJpegDecoder(spec, torch.device("cpu")).decode([good, broken, good])
+    assert pixels[1] is None
+    first, third = pixels[0], pixels[2]
+    assert first is not None and third is not None
+    assert first.shape == (3, 64, 64) and first.dtype == torch.uint8 and torch.equal(first, third)
+
+
+def test_device_decoded_photos_embed_like_the_cpu_path(demo, on_device):
+    photos = list(photo_jpegs().values())
+    named = [(f"{i}.jpg", data) for i, data in enumerate(photos)]
+    device_pixels, _ = asyncio.run(on_device.prepare_images(named, max_pixels=LIMIT, thumbnails=False))
+    cpu_pixels = [demo.prepare(data, max_pixels=LIMIT) for data in photos]
+    ours, cpu = on_device.encode(device_pixels), demo.encode(cpu_pixels)
+    assert np.min(np.sum(ours * cpu, axis=1)) >= 0.995
+
+
+def test_a_request_mixing_formats_sends_each_image_its_own_way_and_keeps_the_order(on_device):
+    names = ["baseline-rgb", "png", "cmyk", "exif-rotated", "grey", "gif"]
+    images = [(name, ROUTES[name][0]) for name in names]
+    pixels, thumbnails = asyncio.run(on_device.prepare_images(images, max_pixels=LIMIT, thumbnails=True))
+    for name, data, got in zip(names, [d for _, d in images], pixels, strict=True):
+        assert got.dtype == torch.uint8 and got.shape == (3, 64, 64), name
+        # Each image's pixels are those its own path gives on its own, whatever the others in the request.
+        np.testing.assert_allclose(got.float(), on_device.prepare(data, max_pixels=LIMIT).float(), atol=8, err_msg=name)
+    for name, thumbnail in zip(names, thumbnails, strict=True):
+        with Image.open(io.BytesIO(thumbnail)) as image:
+            assert image.format == "JPEG" and max(image.size) <= THUMBNAIL_SIZE, name
+    with Image.open(io.BytesIO(thumbnails[0])) as image:
+        assert image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)  # from a half-scale decode of 320x240
+    # The rotated JPEG went to the CPU and was turned upright: red on the left, blue on the right.
+    with Image.open(io.BytesIO(thumbnails[3])) as image:
+        assert image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)
+        left, right = np.asarray(image)[96, 20], np.asarray(image)[96, 236]
+        (r1, _, b1), (r2, _, b2) = left.tolist(), right.tolist()
+        assert r1 > 150 > b1 and b2 > 150 > r2
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"plain text", "not an image"),
+        (encode(picture())[:300], "cannot be decoded"),
+        (encode(picture((4000, 3000))), "more than the limit"),
+    ],
+    ids=["empty", "text", "truncated-jpeg", "too-large"],
+)
+def test_unusable_files_are_refused_by_name_as_on_the_cpu_path(on_device, data, message):
+    images = [("ok.jpg", encode(picture())), ("bad.jpg", data)]
+    with pytest.raises(InvalidImageError, match=rf"^bad\.jpg: .*{message}"):
+        asyncio.run(on_device.prepare_images(images, max_pixels=LIMIT, thumbnails=False))
+
+
+def test_a_jpeg_the_device_decoder_refuses_falls_back_to_the_cpu(on_device, monkeypatch):
+    def refuse_all(self, jpegs):
+        return [None] * len(jpegs)
+
+    monkeypatch.setattr(DeviceJpegDecoder, "decode", refuse_all)
+    data = encode(picture())
+    pixels, _ = asyncio.run(on_device.prepare_images([("a.jpg", data)], max_pixels=LIMIT, thumbnails=False))
+    assert torch.equal(pixels[0], on_device.prepare(data, max_pixels=LIMIT))
