@@ -1,80 +1,386 @@
-"""End-to-end GPU throughput: images/s from JPEG bytes and text queries/s (benchmark 5).
+"""In-process figures of the CLIP towers, the old path and the new one side by side in one run (benchmark 5).
 
-    python -m bench.gpu                       # on a CUDA machine, under 5 minutes
-    python -m bench.gpu --device cpu --images 16 --texts 64 --batches 8   # smoke run
+    python -m bench.gpu                              # on a CUDA machine, about a minute
+    python -m bench.gpu --device cpu --smoke         # tiny sizes (the test suite runs this)
+    python -m bench.gpu --device cpu --preprocess-only --workers 2   # JPEG decode+preprocess on the CPU
 
-ViT-B-32 with random weights through the service's own towers (fp16 autocast,
-pinned memory, the trimmed text path). Images: 640x480 JPEG bytes decoded and
-preprocessed by a thread pool while the GPU encodes the previous batch. Each
-figure is the best over the batch sizes tried.
+ViT-B-32 with random weights (the same seed for both paths). The old path is
+the service as of 07c49d5, rebuilt here from open_clip's public API: fp32
+weights under fp16 autocast on CUDA, open_clip's transform on the full decode,
+float32 batches pinned afresh, the text length found on the device. The new
+path is the service's towers (`load_clip`, pipeline `fast`, precision auto).
+Every section is measured on its own: one that fails prints its error, and the
+others still run. `--json PATH` writes the figures for bench.gpu_server's table.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
+import json
+import statistics
 import time
+import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
+import open_clip
 import torch
+import torch.nn.functional as F
 
 from bench.common import photos, queries
-from models.clip import ClipTowers, load_clip
+from models.clip import ClipTowers, Precision, encode_text_trimmed, load_clip, resolve_precision
+from models.encoder import Encoder
+from models.images import decode_image, make_thumbnail
 
 MODEL = "ViT-B-32"
+MAX_PIXELS = 50_000_000
+REQUEST = 32  # images per ingest request, as bench.gpu_server sends them
 
 
-def images_per_second(towers: ClipTowers, jpegs: list[bytes], count: int, batch: int, workers: int) -> float:
+@dataclass(frozen=True)
+class Sizes:
+    tower_batch: int
+    tower_batches: int
+    jpegs: int
+    workers: int
+    text_calls: int
+    text_batch: int
+    texts: int
+    thumbnails: int
+
+
+FULL = Sizes(
+    tower_batch=256,
+    tower_batches=20,
+    jpegs=4096,
+    workers=16,
+    text_calls=200,
+    text_batch=1024,
+    texts=32768,
+    thumbnails=256,
+)
+SMOKE = Sizes(tower_batch=4, tower_batches=2, jpegs=8, workers=2, text_calls=3, text_batch=8, texts=16, thumbnails=4)
+
+
+@dataclass
+class Report:
+    """Rows of (figure, old, new, unit); failures are kept with their error."""
+
+    rows: list[tuple[str, float | None, float | None, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, figure: str, old: float | None, new: float | None, unit: str) -> None:
+        self.rows.append((figure, old, new, unit))
+        print(f"  {figure:<48} old {_fmt(old):>10}  new {_fmt(new):>10}  {unit}{_ratio(old, new, unit)}", flush=True)
+
+    def figures(self) -> dict[str, dict[str, float | str | None]]:
+        return {figure: {"old": old, "new": new, "unit": unit} for figure, old, new, unit in self.rows}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if value < 10 else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _ratio(old: float | None, new: float | None, unit: str) -> str:
+    if not old or not new:
+        return ""
+    faster = old / new if unit == "ms" else new / old
+    return f"   ({faster:.1f}x)"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class OldPath:
+    """The towers as served at 07c49d5: fp32 weights, autocast on CUDA, float32 pixels, length found on the device."""
+
+    def __init__(self, device: torch.device) -> None:
+        torch.manual_seed(0)
+        model, _, self.preprocess = open_clip.create_model_and_transforms(MODEL, device=device)
+        # On the CPU the old service cast the whole model to bf16 where `auto` chose it, as now.
+        self.dtype = torch.bfloat16 if resolve_precision("auto", device) is Precision.BF16 else torch.float32
+        self.model = model.to(self.dtype).eval()
+        self.tokenizer = open_clip.get_tokenizer(MODEL)
+        self.device = device
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda")
+
+    def prepare(self, data: bytes) -> torch.Tensor:
+        pixels: torch.Tensor = self.preprocess(decode_image(data, max_pixels=MAX_PIXELS))
+        return pixels
+
+    def encode_images(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
+        pixels = torch.stack(list(batch))
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        with torch.inference_mode(), self.autocast():
+            features = self.model.encode_image(pixels)
+        rows: np.ndarray = F.normalize(features.float(), dim=-1).cpu().numpy()
+        return rows
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode(), self.autocast():
+            features = encode_text_trimmed(self.model, tokens)  # finds the length with .item()
+        rows: np.ndarray = F.normalize(features.float(), dim=-1).cpu().numpy()
+        return rows
+
+
+def new_towers(device: str) -> ClipTowers:
+    torch.manual_seed(0)  # the same random weights as OldPath
+    return load_clip(MODEL, "none", device, fallback_to_demo=False)
+
+
+def section(report: Report, name: str, run: Callable[[], None]) -> None:
+    """Run one section; a failure is printed and recorded, and the benchmark goes on."""
+    try:
+        run()
+    except Exception as exc:
+        report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        print(f"  {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        traceback.print_exc()
+
+
+def timed(run: Callable[[], object], repeat: int) -> float:
+    """Seconds per call (after one warm-up call), the device drained before the clock stops."""
+    run()
+    sync()
+    started = time.perf_counter()
+    for _ in range(repeat):
+        run()
+    sync()
+    return (time.perf_counter() - started) / repeat
+
+
+def median_ms(run: Callable[[], object], calls: int) -> float:
+    """Median wall time of one call in ms: a call returns host rows, so it includes the wait for the device."""
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def preprocess_rate(prepare: Callable[[bytes], object], jpegs: list[bytes], workers: int, count: int) -> float:
+    """JPEG decode+preprocess images/s from `workers` threads."""
     items = [jpegs[i % len(jpegs)] for i in range(count)]
     with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(prepare, items[: workers * 2]))
         started = time.perf_counter()
-        # map() keeps decoding ahead of the batch being encoded.
-        decoded = pool.map(lambda data: towers.image.prepare(data, max_pixels=50_000_000), items)
-        pending = []
-        for pixels in decoded:
-            pending.append(pixels)
-            if len(pending) == batch:
-                towers.image.encode(pending)
-                pending = []
-        if pending:
-            towers.image.encode(pending)
-        _sync()
+        list(pool.map(prepare, items))
     return count / (time.perf_counter() - started)
 
 
-def texts_per_second(towers: ClipTowers, texts: list[str], batch: int) -> float:
-    started = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        towers.text.encode(texts[start : start + batch])
-    _sync()
-    return len(texts) / (time.perf_counter() - started)
+def old_images_per_second(old: OldPath, jpegs: list[bytes], count: int, batch: int, workers: int) -> float:
+    items = [jpegs[i % len(jpegs)] for i in range(count)]
+    with ThreadPoolExecutor(workers) as pool:
+        started = time.perf_counter()
+        pending: list[torch.Tensor] = []
+        for pixels in pool.map(old.prepare, items):  # map() keeps decoding ahead of the batch being encoded
+            pending.append(pixels)
+            if len(pending) == batch:
+                old.encode_images(pending)
+                pending = []
+        if pending:
+            old.encode_images(pending)
+        sync()
+    return count / (time.perf_counter() - started)
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def new_images_per_second(towers: ClipTowers, jpegs: list[bytes], count: int, batch: int, in_flight: int) -> float:
+    """Through the service's Encoder, as the ingest route calls it: requests of REQUEST images, many in flight."""
+    requests = [
+        [(f"{i}.jpg", jpegs[(start + i) % len(jpegs)]) for i in range(min(REQUEST, count - start))]
+        for start in range(0, count, REQUEST)
+    ]
+
+    async def run(todo: list[list[tuple[str, bytes]]]) -> float:
+        encoder = Encoder(towers, max_batch_size=batch, max_wait_s=0.002, max_queue=100_000, max_pixels=MAX_PIXELS)
+        encoder.start()
+        queue = iter(todo)
+
+        async def client() -> None:
+            for images in queue:
+                await encoder.embed_images(images)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(in_flight)))
+        seconds = time.perf_counter() - started
+        await encoder.stop()
+        return seconds
+
+    asyncio.run(run(requests[: max(1, in_flight)]))  # warm-up
+    return count / asyncio.run(run(requests))
+
+
+def thumbnails(report: Report, towers: ClipTowers, jpegs: list[bytes], count: int, device: torch.device) -> None:
+    """ms per 640x480 JPEG: a thumbnail from a reduced-scale CPU decode vs resize + encode_jpeg on the GPU."""
+    items = [jpegs[i % len(jpegs)] for i in range(count)]
+
+    def cpu() -> None:
+        for data in items:
+            make_thumbnail(decode_image(data, max_pixels=MAX_PIXELS, reduce_to=(1, 256)))
+
+    report.add("thumbnail ms/img: CPU reduced-scale decode", None, timed(cpu, 1) / count * 1000, "ms")
+    if device.type == "cuda":
+        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+        encoded = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in items]
+
+        def gpu() -> None:
+            images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+            small = [F.interpolate(im[None].float(), size=(192, 256), mode="bilinear", antialias=True) for im in images]
+            encode_jpeg([s[0].round().clamp(0, 255).to(torch.uint8) for s in small], quality=85)
+
+        report.add("thumbnail ms/img: GPU decode+resize+encode_jpeg", None, timed(gpu, 3) / count * 1000, "ms")
+
+
+def exactness(report: Report, old: OldPath, towers: ClipTowers) -> None:
+    """Lowest cosine between the new path and open_clip's fp32 reference on scikit-image's photographs."""
+    import skimage.data
+    from PIL import Image
+
+    jpegs = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "camera"):
+        buffer = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, name)()).save(buffer, format="JPEG", quality=90)
+        jpegs.append(buffer.getvalue())
+    with torch.inference_mode():
+        reference = old.model.float()
+        pixels = torch.stack([old.preprocess(Image.open(io.BytesIO(d)).convert("RGB")) for d in jpegs])
+        theirs = F.normalize(reference.encode_image(pixels.to(old.device)).float(), dim=-1).cpu().numpy()
+    encoder = Encoder(towers, max_batch_size=64, max_wait_s=0, max_queue=1000, max_pixels=MAX_PIXELS)
+
+    async def embed() -> np.ndarray:
+        encoder.start()
+        rows = await encoder.embed_images([(f"{i}.jpg", d) for i, d in enumerate(jpegs)])
+        await encoder.stop()
+        return rows
+
+    ours = asyncio.run(embed())
+    report.add("min cosine to open_clip fp32 on 7 photos", None, float(np.min(np.sum(ours * theirs, axis=1))), "")
+
+
+def run(device_name: str, sizes: Sizes, preprocess_only: bool) -> Report:
+    report = Report()
+    device = torch.device(device_name)
+    jpegs = photos(min(sizes.jpegs, 64))
+    old = OldPath(device)
+    towers = new_towers(device_name)
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(f"{MODEL} random weights on {towers.info.device}{gpu}, new path precision {towers.info.precision}")
+
+    def new_prepare(data: bytes) -> torch.Tensor:
+        return towers.image.prepare(data, max_pixels=MAX_PIXELS)
+
+    def preprocess() -> None:
+        # Alternated, best of three each: a shared machine's load drifts between runs.
+        rates: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(3):
+            rates["old"].append(preprocess_rate(old.prepare, jpegs, sizes.workers, sizes.jpegs // 4))
+            rates["new"].append(preprocess_rate(new_prepare, jpegs, sizes.workers, sizes.jpegs // 4))
+        label = f"JPEG decode+preprocess img/s, {sizes.workers} threads"
+        report.add(label, max(rates["old"]), max(rates["new"]), "img/s")
+
+    section(report, "preprocess", preprocess)
+    if preprocess_only:
+        return report
+
+    def tower() -> None:
+        b = sizes.tower_batch
+        floats = [old.prepare(jpegs[i % len(jpegs)]) for i in range(b)]
+        raw = [towers.image.prepare(jpegs[i % len(jpegs)], max_pixels=MAX_PIXELS) for i in range(b)]
+        old_rate = b / timed(lambda: old.encode_images(floats), sizes.tower_batches)
+        new_rate = b / timed(lambda: towers.image.encode(raw), sizes.tower_batches)
+        report.add(f"image tower img/s, preprocessed batch {b}", old_rate, new_rate, "img/s")
+
+    section(report, "image tower", tower)
+
+    def end_to_end() -> None:
+        b = sizes.tower_batch
+        old_rate = old_images_per_second(old, jpegs, sizes.jpegs // 2, b, sizes.workers)
+        new_rate = new_images_per_second(towers, jpegs, sizes.jpegs, b, in_flight=16)
+        report.add(f"images/s from 640x480 JPEG bytes, batch {b}", old_rate, new_rate, "img/s")
+
+    section(report, "images from JPEG bytes", end_to_end)
+
+    texts = queries(max(sizes.texts, sizes.text_batch), seed=1)
+
+    def text_latency() -> None:
+        counter = iter(range(10**9))  # a new query each call, as with the cache off
+        for n in (1, 8, 64):
+
+            def batch(n: int = n) -> list[str]:
+                i = next(counter)
+                return [f"{texts[(i * n + j) % len(texts)]} {i}" for j in range(n)]
+
+            old_ms = median_ms(lambda: old.encode_texts(batch()), sizes.text_calls)
+            new_ms = median_ms(lambda: towers.text.encode(batch()), sizes.text_calls)
+            report.add(f"text tower latency, batch {n}", old_ms, new_ms, "ms")
+        tokenizer = open_clip.get_tokenizer(MODEL)
+        report.add(
+            "tokenizer, one query", None, median_ms(lambda: tokenizer([next(iter(texts))]), sizes.text_calls), "ms"
+        )
+        graphs = getattr(towers.text, "graphs", None)
+        if graphs is not None and graphs.failed is not None:
+            report.errors.append(f"CUDA graphs: {graphs.failed}")
+            print(f"  CUDA graphs were turned off: {graphs.failed}")
+
+    section(report, "text latency", text_latency)
+
+    def text_rate() -> None:
+        b = sizes.text_batch
+
+        def rate(encode: Callable[[list[str]], object]) -> float:
+            started = time.perf_counter()
+            for start in range(0, sizes.texts, b):
+                encode(texts[start : start + b])
+            sync()
+            return sizes.texts / (time.perf_counter() - started)
+
+        old.encode_texts(texts[:b])
+        towers.text.encode(texts[:b])
+        report.add(f"texts/s, batch {b}", rate(old.encode_texts), rate(towers.text.encode), "texts/s")
+
+    section(report, "text throughput", text_rate)
+    section(report, "thumbnails", lambda: thumbnails(report, towers, jpegs, sizes.thumbnails, device))
+    section(report, "exactness", lambda: exactness(report, old, towers))
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--images", type=int, default=8192)
-    parser.add_argument("--texts", type=int, default=65536)
-    parser.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512, 1024])
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that everything runs")
+    parser.add_argument("--workers", type=int, help="decode threads (default 16, smoke 2)")
+    parser.add_argument("--jpegs", type=int, help="JPEGs per images/s figure")
+    parser.add_argument("--preprocess-only", action="store_true", help="only the JPEG decode+preprocess figure")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    towers = load_clip(MODEL, "none", args.device, fallback_to_demo=False)
-    jpegs = photos(min(args.images, 256))
-    texts = queries(args.texts, seed=1)
-    print(
-        f"{MODEL} random weights on {towers.info.device}"
-        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
-    )
-    images_per_second(towers, jpegs, min(args.images, 256), args.batches[0], args.workers)  # warm-up
-    texts_per_second(towers, texts[:2048], args.batches[0])
-    best_images = max((images_per_second(towers, jpegs, args.images, b, args.workers), b) for b in args.batches)
-    best_texts = max((texts_per_second(towers, texts, b), b) for b in args.batches)
-    print(f"  images/s from 640x480 JPEG bytes: {best_images[0]:9.0f}  (batch {best_images[1]}, target 3,000 on H100)")
-    print(f"  text queries/s:                   {best_texts[0]:9.0f}  (batch {best_texts[1]}, target 10,000 on H100)")
+    sizes = SMOKE if args.smoke else FULL
+    if args.workers or args.jpegs:
+        sizes = Sizes(
+            **{**sizes.__dict__, "workers": args.workers or sizes.workers, "jpegs": args.jpegs or sizes.jpegs}
+        )
+    report = run(args.device, sizes, args.preprocess_only)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"figures": report.figures(), "errors": report.errors}, indent=1))
+    if report.errors:
+        print("errors:\n  " + "\n  ".join(report.errors))
 
 
 if __name__ == "__main__":
