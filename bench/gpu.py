@@ -137,9 +137,9 @@ class OldPath:
         return rows
 
 
-def new_towers(device: str) -> ClipTowers:
+def new_towers(device: str, model: str = MODEL) -> ClipTowers:
     torch.manual_seed(0)  # the same random weights as OldPath
-    return load_clip(MODEL, "none", device, fallback_to_demo=False)
+    return load_clip(model, "none", device, fallback_to_demo=False)
 
 
 def section(report: Report, name: str, run: Callable[[], None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -24,6 +25,33 @@ def test_the_ann_benchmark_reports_every_index_type():
         assert f"\n{name} " in out
 
 
-def test_the_gpu_benchmark_runs_on_the_cpu_in_smoke_mode():
-    out = run_module("bench.gpu", "--device", "cpu", "--images", "4", "--texts", "8", "--batches", "4")
-    assert "images/s from 640x480 JPEG bytes" in out and "text queries/s" in out
+def test_the_gpu_benchmark_runs_on_the_cpu_in_smoke_mode(tmp_path):
+    out = run_module("bench.gpu", "--device", "cpu", "--smoke", "--json", str(tmp_path / "gpu.json"))
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert report["errors"] == [], out
+    figures = report["figures"]
+    for name in ["JPEG decode+preprocess img/s", "image tower img/s", "images/s from 640x480 JPEG bytes", "texts/s"]:
+        [row] = [values for figure, values in figures.items() if figure.startswith(name)]
+        assert row["old"] > 0 and row["new"] > 0, name
+    assert figures["text tower latency, batch 1"]["new"] > 0
+    assert figures["min cosine to open_clip fp32 on 7 photos"]["new"] >= 0.995
+
+
+def test_the_gpu_server_benchmark_runs_on_the_cpu_in_smoke_mode(tmp_path):
+    args = ("--device", "cpu", "--smoke", "--processes", "2", "--json", str(tmp_path / "server.json"))
+    out = run_module("bench.gpu_server", *args)
+    table = json.loads((tmp_path / "server.json").read_text())
+    assert table["errors"] == [], out
+    names = [row["name"] for row in table["rows"]]
+    assert [name.split(",")[0] for name in names] == [
+        "ingest",
+        "text search",
+        "text search",
+        "text search",
+        "image search",
+    ]
+    for row in table["rows"]:
+        assert row["rate"] > 0 and row["failed"] == 0 and row["error"] is None, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"], row
+    assert all(values["new"] > 0 for values in table["towers"].values())
+    assert "ingest, 32 JPEGs/request" in out and "in-process (new path):" in out
