@@ -262,11 +262,9 @@ class ClipImageTower:
         on_device: list[torch.Tensor | None] = [None] * len(images)
         decoder = self.device_decoder
         if decoder is not None:
-            fits = [i for i, (_, data) in enumerate(images) if fits_device_decoder(data, max_pixels=max_pixels)]
-            # One nvJPEG call for the whole request, in a thread: it blocks until the pixels are ready.
-            decoded = await asyncio.to_thread(decoder.decode, [images[i][1] for i in fits])
-            for i, pixels in zip(fits, decoded, strict=True):
-                on_device[i] = pixels
+            # Header checks and one nvJPEG call for the whole request, in a thread: the call blocks until
+            # the pixels are ready, and the event loop keeps serving meanwhile.
+            on_device = await asyncio.to_thread(_decode_on_device, decoder, [data for _, data in images], max_pixels)
         reduce_to = self._reduce_to
         if thumbnails and reduce_to is not None:
             reduce_to = (reduce_to[0], max(reduce_to[1], THUMBNAIL_SIZE))
@@ -327,6 +325,17 @@ class ClipImageTower:
         if buffer is None or buffer.shape[0] < n or buffer.shape[1:] != shape:
             buffer = self._pinned = torch.empty((max(n, 64), *shape), dtype=torch.uint8).pin_memory()
         return buffer[:n]
+
+
+def _decode_on_device(
+    decoder: DeviceJpegDecoder, images: Sequence[bytes], max_pixels: int
+) -> list[torch.Tensor | None]:
+    """Device pixels for each image the device decoder takes, None for the rest (in order)."""
+    fits = [i for i, data in enumerate(images) if fits_device_decoder(data, max_pixels=max_pixels)]
+    out: list[torch.Tensor | None] = [None] * len(images)
+    for i, pixels in zip(fits, decoder.decode([images[i] for i in fits]), strict=True):
+        out[i] = pixels
+    return out
 
 
 class ClipTextTower:
