@@ -280,85 +280,103 @@ def run(device_name: str, sizes: Sizes, preprocess_only: bool) -> Report:
     device = torch.device(device_name)
     jpegs = photos(min(sizes.jpegs, 64))
     old = OldPath(device)
-    towers = new_towers(device_name)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    print(f"{MODEL} random weights on {towers.info.device}{gpu}, new path precision {towers.info.precision}")
+    towers: ClipTowers | None = None
+    try:
+        towers = new_towers(device_name)
+        print(f"{MODEL} random weights on {towers.info.device}{gpu}, new path precision {towers.info.precision}")
+    except Exception as exc:  # the old path's figures are still worth having
+        report.errors.append(f"loading the new towers: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        print(f"{MODEL} random weights on {device}{gpu}: the new path did not load; old path only")
 
-    def new_prepare(data: bytes) -> torch.Tensor:
-        return towers.image.prepare(data, max_pixels=MAX_PIXELS)
+    def compare(label: str, unit: str, measure_old: Callable[[], float], measure_new: Callable[[], float]) -> None:
+        """One row; each side is measured on its own, so a failing new path still leaves the old figure."""
+        figures: list[float | None] = []
+        for side, measure in (("old", measure_old), ("new", measure_new)):
+            try:
+                figures.append(measure() if side == "old" or towers is not None else None)
+            except Exception as exc:
+                report.errors.append(f"{label} ({side}): {type(exc).__name__}: {exc}")
+                traceback.print_exc()
+                figures.append(None)
+        report.add(label, figures[0], figures[1], unit)
 
-    def preprocess() -> None:
-        # Alternated, best of three each: a shared machine's load drifts between runs.
-        rates: dict[str, list[float]] = {"old": [], "new": []}
-        for _ in range(3):
-            rates["old"].append(preprocess_rate(old.prepare, jpegs, sizes.workers, sizes.jpegs // 4))
-            rates["new"].append(preprocess_rate(new_prepare, jpegs, sizes.workers, sizes.jpegs // 4))
-        label = f"JPEG decode+preprocess img/s, {sizes.workers} threads"
-        report.add(label, max(rates["old"]), max(rates["new"]), "img/s")
+    def new() -> ClipTowers:
+        assert towers is not None  # compare() skips the new side when loading failed
+        return towers
 
-    section(report, "preprocess", preprocess)
+    def preprocess_rates(prepare: Callable[[bytes], object]) -> float:
+        # Best of three: a shared machine's load drifts between runs.
+        return max(preprocess_rate(prepare, jpegs, sizes.workers, sizes.jpegs // 4) for _ in range(3))
+
+    compare(
+        f"JPEG decode+preprocess img/s, {sizes.workers} threads",
+        "img/s",
+        lambda: preprocess_rates(old.prepare),
+        lambda: preprocess_rates(lambda data: new().image.prepare(data, max_pixels=MAX_PIXELS)),
+    )
     if preprocess_only:
         return report
 
-    def tower() -> None:
-        b = sizes.tower_batch
+    b = sizes.tower_batch
+
+    def old_tower() -> float:
         floats = [old.prepare(jpegs[i % len(jpegs)]) for i in range(b)]
-        raw = [towers.image.prepare(jpegs[i % len(jpegs)], max_pixels=MAX_PIXELS) for i in range(b)]
-        old_rate = b / timed(lambda: old.encode_images(floats), sizes.tower_batches)
-        new_rate = b / timed(lambda: towers.image.encode(raw), sizes.tower_batches)
-        report.add(f"image tower img/s, preprocessed batch {b}", old_rate, new_rate, "img/s")
+        return b / timed(lambda: old.encode_images(floats), sizes.tower_batches)
 
-    section(report, "image tower", tower)
+    def new_tower() -> float:
+        raw = [new().image.prepare(jpegs[i % len(jpegs)], max_pixels=MAX_PIXELS) for i in range(b)]
+        return b / timed(lambda: new().image.encode(raw), sizes.tower_batches)
 
-    def end_to_end() -> None:
-        b = sizes.tower_batch
-        old_rate = old_images_per_second(old, jpegs, sizes.jpegs // 2, b, sizes.workers)
-        new_rate = new_images_per_second(towers, jpegs, sizes.jpegs, b, in_flight=16)
-        report.add(f"images/s from 640x480 JPEG bytes, batch {b}", old_rate, new_rate, "img/s")
-
-    section(report, "images from JPEG bytes", end_to_end)
+    compare(f"image tower img/s, preprocessed batch {b}", "img/s", old_tower, new_tower)
+    compare(
+        f"images/s from 640x480 JPEG bytes, batch {b}",
+        "img/s",
+        lambda: old_images_per_second(old, jpegs, sizes.jpegs // 2, b, sizes.workers),
+        lambda: new_images_per_second(new(), jpegs, sizes.jpegs, b, in_flight=16),
+    )
 
     texts = queries(max(sizes.texts, sizes.text_batch), seed=1)
+    counter = iter(range(10**9))  # a new query each call, as with the cache off
 
-    def text_latency() -> None:
-        counter = iter(range(10**9))  # a new query each call, as with the cache off
-        for n in (1, 8, 64):
+    def batch(n: int) -> list[str]:
+        i = next(counter)
+        return [f"{texts[(i * n + j) % len(texts)]} {i}" for j in range(n)]
 
-            def batch(n: int = n) -> list[str]:
-                i = next(counter)
-                return [f"{texts[(i * n + j) % len(texts)]} {i}" for j in range(n)]
-
-            old_ms = median_ms(lambda: old.encode_texts(batch()), sizes.text_calls)
-            new_ms = median_ms(lambda: towers.text.encode(batch()), sizes.text_calls)
-            report.add(f"text tower latency, batch {n}", old_ms, new_ms, "ms")
-        tokenizer = open_clip.get_tokenizer(MODEL)
-        report.add(
-            "tokenizer, one query", None, median_ms(lambda: tokenizer([next(iter(texts))]), sizes.text_calls), "ms"
+    for n in (1, 8, 64):
+        compare(
+            f"text tower latency, batch {n}",
+            "ms",
+            lambda n=n: median_ms(lambda: old.encode_texts(batch(n)), sizes.text_calls),  # type: ignore[misc]
+            lambda n=n: median_ms(lambda: new().text.encode(batch(n)), sizes.text_calls),  # type: ignore[misc]
         )
-        graphs = getattr(towers.text, "graphs", None)
-        if graphs is not None and graphs.failed is not None:
-            report.errors.append(f"CUDA graphs: {graphs.failed}")
-            print(f"  CUDA graphs were turned off: {graphs.failed}")
+    graphs = getattr(towers.text, "graphs", None) if towers is not None else None
+    if graphs is not None and graphs.failed is not None:
+        report.errors.append(f"CUDA graphs: {graphs.failed}")
+        print(f"  CUDA graphs were turned off: {graphs.failed}")
+    tokenizer = open_clip.get_tokenizer(MODEL)
+    report.add("tokenizer, one query", None, median_ms(lambda: tokenizer([batch(1)[0]]), sizes.text_calls), "ms")
 
-    section(report, "text latency", text_latency)
+    def texts_per_second(encode: Callable[[list[str]], object]) -> float:
+        tb = sizes.text_batch
+        encode(texts[:tb])  # warm-up
+        sync()
+        started = time.perf_counter()
+        for start in range(0, sizes.texts, tb):
+            encode(texts[start : start + tb])
+        sync()
+        return sizes.texts / (time.perf_counter() - started)
 
-    def text_rate() -> None:
-        b = sizes.text_batch
-
-        def rate(encode: Callable[[list[str]], object]) -> float:
-            started = time.perf_counter()
-            for start in range(0, sizes.texts, b):
-                encode(texts[start : start + b])
-            sync()
-            return sizes.texts / (time.perf_counter() - started)
-
-        old.encode_texts(texts[:b])
-        towers.text.encode(texts[:b])
-        report.add(f"texts/s, batch {b}", rate(old.encode_texts), rate(towers.text.encode), "texts/s")
-
-    section(report, "text throughput", text_rate)
-    section(report, "thumbnails", lambda: thumbnails(report, towers, jpegs, sizes.thumbnails, device))
-    section(report, "exactness", lambda: exactness(report, old, towers))
+    compare(
+        f"texts/s, batch {sizes.text_batch}",
+        "texts/s",
+        lambda: texts_per_second(old.encode_texts),
+        lambda: texts_per_second(new().text.encode),
+    )
+    if towers is not None:
+        section(report, "thumbnails", lambda: thumbnails(report, new(), jpegs, sizes.thumbnails, device))
+        section(report, "exactness", lambda: exactness(report, old, new()))
     return report
 
 
