@@ -249,6 +249,37 @@ def thumbnails(report: Report, towers: ClipTowers, jpegs: list[bytes], count: in
         report.add("thumbnail ms/img: GPU decode+resize+encode_jpeg", None, timed(gpu, 3) / count * 1000, "ms")
 
 
+def eager_text(report: Report, towers: ClipTowers, batch: Callable[[int], list[str]], calls: int) -> None:
+    """One query with the CUDA graphs switched off: what the graphs save."""
+    tower = towers.text
+    graphs = tower.graphs  # type: ignore[attr-defined]
+    tower.graphs = None  # type: ignore[attr-defined]
+    try:
+        report.add(
+            "text tower latency, batch 1, eager (no graphs)",
+            None,
+            median_ms(lambda: tower.encode(batch(1)), calls),
+            "ms",
+        )
+    finally:
+        tower.graphs = graphs  # type: ignore[attr-defined]
+
+
+def device_decode_check(report: Report, towers: ClipTowers, jpegs: list[bytes]) -> None:
+    """How many of the benchmark's JPEGs nvJPEG decodes in one batch call (all of them, or the fallback is in use)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    decoder = getattr(towers.image, "device_decoder", None)
+    if decoder is None:
+        raise RuntimeError("the image tower has no device decoder on CUDA")
+    sample = jpegs[:8]
+    decode_jpeg(
+        [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in sample], mode=ImageReadMode.RGB, device="cuda"
+    )
+    decoded = sum(pixels is not None for pixels in decoder.decode(sample))
+    report.add(f"JPEGs nvJPEG decoded, of {len(sample)}", None, float(decoded), "")
+
+
 def exactness(report: Report, old: OldPath, towers: ClipTowers) -> None:
     """Lowest cosine between the new path and open_clip's fp32 reference on scikit-image's photographs."""
     import skimage.data
@@ -355,6 +386,10 @@ def run(device_name: str, sizes: Sizes, preprocess_only: bool) -> Report:
     if graphs is not None and graphs.failed is not None:
         report.errors.append(f"CUDA graphs: {graphs.failed}")
         print(f"  CUDA graphs were turned off: {graphs.failed}")
+    elif graphs is not None:
+        section(report, "eager text", lambda: eager_text(report, new(), batch, sizes.text_calls))
+    if towers is not None and device.type == "cuda":
+        section(report, "nvJPEG", lambda: device_decode_check(report, new(), jpegs))
     tokenizer = open_clip.get_tokenizer(MODEL)
     report.add("tokenizer, one query", None, median_ms(lambda: tokenizer([batch(1)[0]]), sizes.text_calls), "ms")
 

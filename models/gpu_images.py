@@ -56,6 +56,7 @@ class DeviceJpegDecoder:
     def __init__(self, spec: PixelSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device
+        self._warned = False
 
     def decode(self, jpegs: Sequence[bytes]) -> list[torch.Tensor | None]:
         """Pixels for each JPEG, in order; None where the decoder refused one (decode it on the CPU)."""
@@ -66,8 +67,11 @@ class DeviceJpegDecoder:
         images: list[torch.Tensor | None]
         try:
             images = list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device))
-        except (RuntimeError, ValueError):
+        except (RuntimeError, ValueError) as exc:
             # One bad file fails the whole batch call: find it by decoding one at a time.
+            if not self._warned:  # once: a decoder that refuses everything should not pass unnoticed
+                self._warned = True
+                log.warning("a batch JPEG decode on %s failed (%s); decoding its files one at a time", self.device, exc)
             images = [self._decode_one(data) for data in encoded]
         return self._preprocess(images)
 
