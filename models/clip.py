@@ -236,8 +236,8 @@ class ClipImageTower:
             if self.spec is not None and placement.device.type == "cuda"
             else None
         )
-        self._pinned: torch.Tensor | None = None
-        self._lock = threading.Lock()  # guards the pinned buffer, reused by every batch
+        self._staging: torch.Tensor | None = None
+        self._lock = threading.Lock()  # guards the staging buffer, reused by every batch
 
     @property
     def _reduce_to(self) -> tuple[int, int] | None:
@@ -296,34 +296,40 @@ class ClipImageTower:
         place = self._placement
         raw = [t.dtype == torch.uint8 for t in batch]
         if not any(raw):  # the reference pipeline's float tensors
-            pixels = torch.stack(list(batch))
+            floats = torch.stack(list(batch))
             if place.device.type == "cuda":
-                pixels = pixels.pin_memory()  # lets the copy to the GPU run asynchronously
-            return pixels.to(place.device, dtype=place.weights_dtype, non_blocking=True)
+                floats = floats.pin_memory()  # lets the copy to the GPU run asynchronously
+            return floats.to(place.device, dtype=place.weights_dtype, non_blocking=True)
         if not all(raw) or self.spec is None:
             raise ValueError("a batch mixes uint8 and float pixels, or uint8 pixels reached a reference-pipeline tower")
-        if place.device.type != "cuda":
-            return normalise(torch.stack(list(batch)), self.spec, place.weights_dtype)
-        pixels = torch.empty((len(batch), *batch[0].shape), dtype=torch.uint8, device=place.device)
+        device = place.device
         host = [i for i, t in enumerate(batch) if t.device.type == "cpu"]
-        on_device = [i for i, t in enumerate(batch) if t.device.type != "cpu"]
+        resident = [i for i, t in enumerate(batch) if t.device.type != "cpu"]  # decoded on the GPU
+        pixels: torch.Tensor | None = None
         if host:
-            staged = self._pinned_buffer(len(host), batch[host[0]].shape)
+            staged = self._staging_buffer(len(host), batch[host[0]].shape)
             torch.stack([batch[i] for i in host], out=staged)
-            # uint8 over the bus (a quarter of float32); the copy is done before the next
-            # batch reuses the buffer, because encode waits for its result under the lock.
-            uploaded = staged.to(place.device, non_blocking=True)
-            if not on_device:
-                return normalise(uploaded, self.spec, place.weights_dtype)
-            pixels[host] = uploaded
-        if on_device:
-            pixels[on_device] = torch.stack([batch[i] for i in on_device])
+            # uint8 over the bus (a quarter of float32), from pinned memory on CUDA. The copy is
+            # done before the next batch reuses the buffer: encode waits for its rows under the lock.
+            pixels = staged.to(device, non_blocking=True)
+        if resident:
+            on_device = torch.stack([batch[i] for i in resident])
+            if pixels is not None:
+                merged = torch.empty((len(batch), *on_device.shape[1:]), dtype=torch.uint8, device=device)
+                merged[host], merged[resident] = pixels, on_device
+                on_device = merged
+            pixels = on_device
+        assert pixels is not None  # a batch is never empty
         return normalise(pixels, self.spec, place.weights_dtype)
 
-    def _pinned_buffer(self, n: int, shape: torch.Size) -> torch.Tensor:
-        buffer = self._pinned
+    def _staging_buffer(self, n: int, shape: torch.Size) -> torch.Tensor:
+        """A reused host buffer for n uint8 images, page-locked on CUDA (pinning afresh per batch costs more)."""
+        buffer = self._staging
         if buffer is None or buffer.shape[0] < n or buffer.shape[1:] != shape:
-            buffer = self._pinned = torch.empty((max(n, 64), *shape), dtype=torch.uint8).pin_memory()
+            buffer = torch.empty((max(n, 64), *shape), dtype=torch.uint8)
+            if self._placement.device.type == "cuda":
+                buffer = buffer.pin_memory()
+            self._staging = buffer
         return buffer[:n]
 
 

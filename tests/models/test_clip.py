@@ -24,6 +24,7 @@ from models.clip import (
     zero_shot_probabilities,
 )
 from models.errors import ModelLoadError
+from models.pixels import normalise
 from models.scenes import render, scene_set
 from models.text_graphs import BATCH_BUCKETS, bucket, pad_tokens
 from tests.models.photos import photo_jpegs
@@ -246,3 +247,22 @@ def test_buckets_are_the_smallest_that_fit_and_none_past_the_largest():
 def test_used_context_counts_up_to_the_last_end_of_text_token():
     tokens = open_clip.get_tokenizer(DEMO_MODEL)(["a b c", "a"])
     assert used_context(tokens) == 5  # start, three words, end
+
+
+def test_uint8_batches_go_through_one_reused_staging_buffer_and_embed_as_if_stacked_afresh():
+    # The CPU twin of the pinned buffer the CUDA path reuses for every batch.
+    towers = load_clip(DEMO_MODEL, None, "cpu", fallback_to_demo=False, precision="fp32")
+    tower = towers.image
+    assert isinstance(tower, ClipImageTower) and tower.spec is not None
+    jpegs = list(photo_jpegs().values())
+    first = [tower.prepare(data, max_pixels=10**8) for data in jpegs]
+    second = list(reversed(first))[:3]
+    rows_first = tower.encode(first)
+    buffer = tower._staging
+    assert buffer is not None
+    rows_second = tower.encode(second)
+    assert tower._staging is buffer  # reused, not made again
+    for rows, batch in [(rows_first, first), (rows_second, second)]:
+        with torch.no_grad():
+            fresh = tower._model.encode_image(normalise(torch.stack(batch), tower.spec, torch.float32))  # type: ignore[operator]
+        np.testing.assert_allclose(rows, F.normalize(fresh, dim=-1).numpy(), atol=1e-6)
