@@ -16,7 +16,6 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-bench-out}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu.log"
-exec > >(tee -a "$LOG") 2>&1
 
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY="${PY:-python3}"
@@ -34,52 +33,58 @@ if [ "${GPU_BENCH_DRY_RUN:-0}" = 1 ]; then
     SERVER_ARGS=(--device cpu --smoke --processes 2)
 fi
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
-started=$SECONDS
 
-step "devices and versions"
-nvidia-smi -L 2>&1 || echo "no nvidia-smi"
-"$PY" -c 'import sys, torch, torchvision; print("python", sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+run_all() {
+    started=$SECONDS
 
-step "wheels from .whl/ into $SITE"
-# pip's --python-version checks the wheels' tags for the GPU host's 3.12 when run elsewhere (the dry run).
-TAGS=(--python-version 3.12 --only-binary=:all:)
-shopt -s nullglob
-wheels=(.whl/*.whl)
-others=() transformers=()
-for w in "${wheels[@]}"; do
-    case "$(basename "$w")" in transformers-*) transformers+=("$w") ;; *) others+=("$w") ;; esac
-done
-echo "${#wheels[@]} wheels, $(du -shL .whl 2>/dev/null | cut -f1)"
-"$PY" -m pip install -q --no-index --no-deps "${TAGS[@]}" --target "$SITE" "${others[@]}" || echo "WHEEL INSTALL FAILED"
-if [ ${#transformers[@]} -gt 0 ]; then
-    "$PY" -m pip install -q --no-index --no-deps "${TAGS[@]}" --target "$TF_SITE" "${transformers[@]}" || echo "TRANSFORMERS WHEEL INSTALL FAILED"
-fi
-if [ "${GPU_BENCH_DRY_RUN:-0}" = 1 ]; then
-    # The wheels are for 3.12; the dry run's interpreter keeps its own packages.
-    SITE_PATH=""
-else
-    SITE_PATH="$SITE:"
-fi
+    step "devices and versions"
+    nvidia-smi -L 2>&1 || echo "no nvidia-smi"
+    "$PY" -c 'import sys, torch, torchvision; print("python", sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
 
-step "import check"
-# The project pins transformers 5.24; the host's own is used if 5.24 does not import beside the host's hub.
-export PYTHONPATH="${SITE_PATH}$PWD"
-if [ -z "${SITE_PATH}" ] || ! PYTHONPATH="$TF_SITE:$PYTHONPATH" "$PY" -c 'import service.app'; then
-    echo "using the interpreter's own transformers"
-else
-    export PYTHONPATH="$TF_SITE:$PYTHONPATH"
-fi
-"$PY" -c 'import transformers, open_clip, fastapi, faiss, pydantic, uvicorn; print("transformers", transformers.__version__, "open_clip", open_clip.__version__, "fastapi", fastapi.__version__, "faiss", faiss.__version__)' || echo "IMPORT CHECK FAILED"
+    step "wheels from .whl/ into $SITE"
+    # pip's --python-version checks the wheels' tags for the GPU host's 3.12 when run elsewhere (the dry run).
+    TAGS=(--python-version 3.12 --only-binary=:all:)
+    shopt -s nullglob
+    wheels=(.whl/*.whl)
+    others=() transformers=()
+    for w in "${wheels[@]}"; do
+        case "$(basename "$w")" in transformers-*) transformers+=("$w") ;; *) others+=("$w") ;; esac
+    done
+    echo "${#wheels[@]} wheels, $(du -shL .whl 2>/dev/null | cut -f1)"
+    "$PY" -m pip install -q --no-index --no-deps "${TAGS[@]}" --target "$SITE" "${others[@]}" || echo "WHEEL INSTALL FAILED"
+    if [ ${#transformers[@]} -gt 0 ]; then
+        "$PY" -m pip install -q --no-index --no-deps "${TAGS[@]}" --target "$TF_SITE" "${transformers[@]}" || echo "TRANSFORMERS WHEEL INSTALL FAILED"
+    fi
+    if [ "${GPU_BENCH_DRY_RUN:-0}" = 1 ]; then
+        # The wheels are for 3.12; the dry run's interpreter keeps its own packages.
+        SITE_PATH=""
+    else
+        SITE_PATH="$SITE:"
+    fi
 
-step "bench.gpu: in-process towers, old path vs new (timeout ${GPU_TIMEOUT}s)"
-timeout -k 10 "$GPU_TIMEOUT" "$PY" -m bench.gpu "${BENCH_ARGS[@]}" --json "$OUT/gpu.json"
-echo "bench.gpu exit $?"
+    step "import check"
+    # The project pins transformers 5.24; the host's own is used if 5.24 does not import beside the host's hub.
+    export PYTHONPATH="${SITE_PATH}$PWD"
+    if [ -z "${SITE_PATH}" ] || ! PYTHONPATH="$TF_SITE:$PYTHONPATH" "$PY" -c 'import service.app'; then
+        echo "using the interpreter's own transformers"
+    else
+        export PYTHONPATH="$TF_SITE:$PYTHONPATH"
+    fi
+    "$PY" -c 'import transformers, open_clip, fastapi, faiss, pydantic, uvicorn; print("transformers", transformers.__version__, "open_clip", open_clip.__version__, "fastapi", fastapi.__version__, "faiss", faiss.__version__)' || echo "IMPORT CHECK FAILED"
 
-step "bench.gpu_server: the real server over HTTP (timeout ${SERVER_TIMEOUT}s)"
-figures=()
-[ -s "$OUT/gpu.json" ] && figures=(--tower-figures "$OUT/gpu.json")
-timeout -k 10 "$SERVER_TIMEOUT" "$PY" -m bench.gpu_server "${SERVER_ARGS[@]}" "${figures[@]}" --json "$OUT/server.json"
-echo "bench.gpu_server exit $?"
+    step "bench.gpu: in-process towers, old path vs new (timeout ${GPU_TIMEOUT}s)"
+    timeout -k 10 "$GPU_TIMEOUT" "$PY" -m bench.gpu "${BENCH_ARGS[@]}" --json "$OUT/gpu.json"
+    echo "bench.gpu exit $?"
 
-step "done in $((SECONDS - started)) s"
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>/dev/null || true
+    step "bench.gpu_server: the real server over HTTP (timeout ${SERVER_TIMEOUT}s)"
+    figures=()
+    [ -s "$OUT/gpu.json" ] && figures=(--tower-figures "$OUT/gpu.json")
+    timeout -k 10 "$SERVER_TIMEOUT" "$PY" -m bench.gpu_server "${SERVER_ARGS[@]}" "${figures[@]}" --json "$OUT/server.json"
+    echo "bench.gpu_server exit $?"
+
+    step "done in $((SECONDS - started)) s"
+    nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>/dev/null || true
+}
+
+# A pipe, not exec > >(tee): the script returns only once the log is complete.
+run_all 2>&1 | tee -a "$LOG"
