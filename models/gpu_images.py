@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
 
 EXIF_ORIENTATION = 0x0112
+RESIZE_PIXELS = 32_000_000  # source pixels resized in one call: about 400 MB of float32
 # libjpeg's Adobe APP14 transform flag: 1 means YCbCr; 0 means RGB or CMYK stored as is.
 ADOBE_YCBCR = 1
 
@@ -89,9 +90,13 @@ class DeviceJpegDecoder:
         for i, image in enumerate(images):
             if image is not None:
                 by_shape.setdefault(tuple(image.shape), []).append(i)
-        # Images of one shape are resized together: one kernel launch per group, not per image.
-        for indices in by_shape.values():
-            pixels = resize_crop_tensor(torch.stack([images[i] for i in indices]), self.spec)  # type: ignore[misc]
-            for i, row in zip(indices, pixels, strict=True):
-                out[i] = row
+        # Images of one shape are resized together: a few kernel launches per group, not per image;
+        # in chunks, so that a request of large photos does not need gigabytes of float32 at once.
+        for shape, indices in by_shape.items():
+            chunk = max(1, RESIZE_PIXELS // (shape[-2] * shape[-1]))
+            for start in range(0, len(indices), chunk):
+                part = indices[start : start + chunk]
+                pixels = resize_crop_tensor(torch.stack([images[i] for i in part]), self.spec)  # type: ignore[misc]
+                for i, row in zip(part, pixels, strict=True):
+                    out[i] = row
         return out

@@ -15,6 +15,7 @@ from models.clip import DEMO_MODEL, ClipImageTower, load_clip
 from models.errors import InvalidImageError
 from models.gpu_images import DeviceJpegDecoder, fits_device_decoder
 from models.images import THUMBNAIL_SIZE
+from models.pixels import resize_crop_tensor
 from tests.models.photos import photo_jpegs
 
 LIMIT = 10_000_000
@@ -147,3 +148,21 @@ def test_a_jpeg_the_device_decoder_refuses_falls_back_to_the_cpu(on_device, monk
     data = encode(picture())
     pixels, _ = asyncio.run(on_device.prepare_images([("a.jpg", data)], max_pixels=LIMIT, thumbnails=False))
     assert torch.equal(pixels[0], on_device.prepare(data, max_pixels=LIMIT))
+
+
+def test_large_photos_are_resized_in_chunks_with_the_same_pixels(monkeypatch):
+    spec = load_clip(DEMO_MODEL, None, "cpu", fallback_to_demo=False).image.spec  # type: ignore[attr-defined]
+    jpegs = [encode(picture((320 + 8 * i, 240))) for i in range(2)] * 3  # two shapes, three of each
+    whole = DeviceJpegDecoder(spec, torch.device("cpu")).decode(jpegs)
+    monkeypatch.setattr("models.gpu_images.RESIZE_PIXELS", 2 * 330 * 240)  # two images per call
+    calls: list[int] = []
+
+    def counting(images, spec):
+        calls.append(len(images))
+        return resize_crop_tensor(images, spec)
+
+    monkeypatch.setattr("models.gpu_images.resize_crop_tensor", counting)
+    chunked = DeviceJpegDecoder(spec, torch.device("cpu")).decode(jpegs)
+    assert sorted(calls) == [1, 1, 2, 2]
+    for a, b in zip(whole, chunked, strict=True):
+        assert a is not None and b is not None and torch.equal(a, b)
