@@ -35,14 +35,15 @@ def _authorize(keys: tuple[str, ...], credentials: HTTPAuthorizationCredentials 
         raise ApiError(403, "forbidden", "the API key is not valid")
 
 
-def require_write_key(runtime: RuntimeDep, credentials: Credentials) -> None:
+async def require_write_key(runtime: RuntimeDep, credentials: Credentials) -> None:
     _authorize(runtime.api_keys, credentials)
 
 
-def require_read_key(runtime: RuntimeDep, credentials: Credentials) -> None:
+async def require_read_key(runtime: RuntimeDep, credentials: Credentials) -> None:
     if runtime.settings.auth.protect_reads:
         _authorize(runtime.api_keys, credentials)
 
 
+# async: a plain `def` dependency would cost a thread hop per request (see service/deps.py).
 WriteKey = Depends(require_write_key)
 ReadKey = Depends(require_read_key)

@@ -7,11 +7,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from index.types import VectorStore
+from index.batch import SearchQuery
+from index.errors import StoreError
+from index.types import Hit, VectorStore
+from models.batcher import MicroBatcher
 from models.captioner import Captioner, Matcher
 from models.encoder import Encoder
 from service.errors import ApiError
 from service.settings import Settings
+
+Searcher = MicroBatcher[SearchQuery, list[Hit] | StoreError]
 
 
 @dataclass(frozen=True)
@@ -19,39 +24,54 @@ class Runtime:
     settings: Settings
     encoder: Encoder
     store: VectorStore
+    searcher: Searcher  # the store's searches, batched across requests (index.batch.search_each)
     api_keys: tuple[str, ...] = ()
     captioner: Captioner | None = None  # None: captioning is off
     matcher: Matcher | None = None  # None: reranking is off
 
 
-def get_runtime(request: Request) -> Runtime:
+# The dependencies are `async def` although they never await: FastAPI runs a
+# plain `def` dependency in its thread pool, and those thread hops (six per
+# search) cost more than the whole search at a few hundred requests/s.
+
+
+def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_settings(request: Request) -> Settings:
-    return get_runtime(request).settings
+async def get_runtime(request: Request) -> Runtime:
+    return _runtime(request)
 
 
-def get_encoder(request: Request) -> Encoder:
-    return get_runtime(request).encoder
+async def get_settings(request: Request) -> Settings:
+    return _runtime(request).settings
 
 
-def get_store(request: Request) -> VectorStore:
-    return get_runtime(request).store
+async def get_encoder(request: Request) -> Encoder:
+    return _runtime(request).encoder
+
+
+async def get_store(request: Request) -> VectorStore:
+    return _runtime(request).store
+
+
+async def get_searcher(request: Request) -> Searcher:
+    return _runtime(request).searcher
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EncoderDep = Annotated[Encoder, Depends(get_encoder)]
 StoreDep = Annotated[VectorStore, Depends(get_store)]
+SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 
 
-def get_optional_captioner(request: Request) -> Captioner | None:
-    return get_runtime(request).captioner
+async def get_optional_captioner(request: Request) -> Captioner | None:
+    return _runtime(request).captioner
 
 
-def get_optional_matcher(request: Request) -> Matcher | None:
-    return get_runtime(request).matcher
+async def get_optional_matcher(request: Request) -> Matcher | None:
+    return _runtime(request).matcher
 
 
 def require_captioner(captioner: Captioner | None) -> Captioner:
@@ -79,8 +99,8 @@ def require_matcher(matcher: Matcher | None) -> Matcher:
     return matcher
 
 
-def get_captioner(request: Request) -> Captioner:
-    return require_captioner(get_optional_captioner(request))
+async def get_captioner(request: Request) -> Captioner:
+    return require_captioner(_runtime(request).captioner)
 
 
 OptionalCaptionerDep = Annotated[Captioner | None, Depends(get_optional_captioner)]
