@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS caption_vectors (id TEXT PRIMARY KEY, vector BLOB NOT
 """
 
 
+_ROWS_PER_READ = 5000
+
+
 def _flat(dim: int) -> faiss.IndexIDMap2:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
@@ -523,6 +526,72 @@ class SqliteFaissStore:
             rows = self._rows_by_seq([s for s, _ in found])
         return [Hit(rows[s][0], score, rows[s][1], f) for s, (score, f) in found if s in rows]
 
+    def search_many(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Sequence[FieldFilter] = (),
+        min_score: float | None = None,
+        fields: Sequence[VectorField] = (VectorField.IMAGE,),
+    ) -> list[list[Hit]]:
+        if not fields:
+            raise InvalidItemError("fields names no vector field to search")
+        matrix = np.asarray(queries, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] != self._dim:
+            raise InvalidItemError(f"queries have shape {matrix.shape}; expected (n, {self._dim})")
+        if k < 1:
+            raise InvalidItemError("k must be at least 1")
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        if not np.isfinite(norms).all() or (norms == 0.0).any():
+            raise InvalidItemError("query vectors must be finite and non-zero")
+        matrix = np.ascontiguousarray(matrix / norms)
+        if not len(matrix):
+            return []
+        with self._lock:
+            matching = self._matching_seqs(filters) if filters else None
+            best: list[dict[int, tuple[float, VectorField]]] = [{} for _ in range(len(matrix))]
+            for f in dict.fromkeys(fields):
+                for of_query, found in zip(best, self._search_field_many(f, matrix, k, matching), strict=True):
+                    for seq, score in found:
+                        if seq not in of_query or score > of_query[seq][0]:
+                            of_query[seq] = (score, f)
+            ranked = [
+                [
+                    (s, d)
+                    for s, d in sorted(b.items(), key=lambda hit: -hit[1][0])
+                    if min_score is None or d[0] >= min_score
+                ][:k]
+                for b in best
+            ]
+            # One read for every query's rows (in chunks: SQLite bounds the parameters of one
+            # statement); an item found by several queries shares its metadata dict.
+            seqs = sorted({s for found in ranked for s, _ in found})
+            rows: dict[int, tuple[str, Metadata]] = {}
+            for start in range(0, len(seqs), _ROWS_PER_READ):
+                rows.update(self._rows_by_seq(seqs[start : start + _ROWS_PER_READ]))
+        return [[Hit(rows[s][0], score, rows[s][1], f) for s, (score, f) in found if s in rows] for found in ranked]
+
+    def _search_field_many(
+        self, f: VectorField, queries: np.ndarray, k: int, matching: np.ndarray | None
+    ) -> list[list[tuple[int, float]]]:
+        """`_search_field` for every row of `queries`, one index call each."""
+        if matching is not None:
+            index = self._exact if f is VectorField.IMAGE else self._captions
+            if not len(matching):
+                return [[] for _ in range(len(queries))]
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(matching))
+            return _hits_many(index, queries, min(k, len(matching), index.ntotal), params)
+        if f is VectorField.CAPTION:
+            return _hits_many(self._captions, queries, min(k, self._captions.ntotal))
+        ann = self._ann
+        if ann is None:
+            return _hits_many(self._exact, queries, min(k, self._exact.ntotal))
+        params = search_parameters(self._spec, ann.kind, np.fromiter(ann.stale, dtype=np.int64))
+        found = _hits_many(ann.index, queries, min(k, ann.index.ntotal), params)
+        recent = _hits_many(ann.delta, queries, min(k, ann.delta.ntotal))
+        return [sorted(a + b, key=lambda hit: -hit[1])[:k] for a, b in zip(found, recent, strict=True)]
+
     def _search_field(
         self, f: VectorField, query: np.ndarray, k: int, matching: np.ndarray | None
     ) -> list[tuple[int, float]]:
@@ -629,6 +698,19 @@ def _hits(
         return []
     scores, seqs = index.search(query, k, params=params)
     return [(int(s), float(d)) for s, d in zip(seqs[0], scores[0], strict=True) if s != -1]
+
+
+def _hits_many(
+    index: faiss.Index, queries: np.ndarray, k: int, params: faiss.SearchParameters | None = None
+) -> list[list[tuple[int, float]]]:
+    """`_hits` for every row of `queries`, from one FAISS call."""
+    if k <= 0:
+        return [[] for _ in range(len(queries))]
+    scores, seqs = index.search(queries, k, params=params)
+    return [
+        [(s, d) for s, d in zip(row_seqs, row_scores, strict=True) if s != -1]
+        for row_seqs, row_scores in zip(seqs.tolist(), scores.tolist(), strict=True)
+    ]
 
 
 ExportRow = tuple[str, Metadata, np.ndarray, np.ndarray | None]

@@ -111,6 +111,22 @@ class VectorStore(Protocol):
         """
         ...
 
+    def search_many(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Sequence[FieldFilter] = (),
+        min_score: float | None = None,
+        fields: Sequence[VectorField] = (VectorField.IMAGE,),
+    ) -> list[list[Hit]]:
+        """For each row of the (n, dim) `queries`, what `search` returns for it.
+
+        One index call per field for all rows: many queries cost far less than
+        as many single searches.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

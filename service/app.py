@@ -11,15 +11,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from index.batch import search_each
 from index.errors import StoreError
 from index.store import SqliteFaissStore
-from models.batcher import BatchLimits
+from models.batcher import BatchLimits, MicroBatcher
 from models.blip import load_captioner, load_itm
 from models.captioner import Captioner, CaptionTower, Matcher, MatchTower
 from models.clip import ClipTowers, load_clip, set_torch_threads
 from models.encoder import Encoder
 from models.errors import ModelError
-from service.deps import Runtime
+from service.deps import Runtime, Searcher
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import install_limits
 from service.logs import install_request_ids
@@ -28,6 +29,8 @@ from service.routes import caption, classify, embed, images, openai_compat, sear
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+# Searches are cheap next to a forward pass: a batch of them may be large.
+MAX_SEARCH_BATCH = 1024
 
 
 async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowers, SqliteFaissStore]:
@@ -106,17 +109,35 @@ def create_app(
             Captioner(blip_caption, limits, max_pixels=pixels, observer=metrics) if blip_caption is not None else None
         )
         matcher = Matcher(blip_match, limits, max_pixels=pixels, observer=metrics) if blip_match is not None else None
-        for part in (encoder, captioner, matcher):
+        # Searches of concurrent requests share one thread hop and one FAISS call. No
+        # wait for company: a forward pass resolves its callers together, so their
+        # searches arrive in the same turn of the event loop.
+        searcher: Searcher = MicroBatcher(
+            lambda queries: search_each(store, queries),
+            max_batch_size=MAX_SEARCH_BATCH,
+            max_wait_s=0,
+            max_queue=b.max_queue,
+            name="search",
+            observer=metrics,
+        )
+        for part in (encoder, captioner, matcher, searcher):
             if part is not None:
                 part.start()
         app.state.runtime = Runtime(
-            settings=settings, encoder=encoder, store=store, api_keys=api_keys, captioner=captioner, matcher=matcher
+            settings=settings,
+            encoder=encoder,
+            store=store,
+            searcher=searcher,
+            api_keys=api_keys,
+            captioner=captioner,
+            matcher=matcher,
         )
         log.info("serving %s with %d items from %s", loaded.info.name, store.count(), settings.store.data_dir)
         try:
             yield
         finally:
             await asyncio.gather(*(part.stop() for part in (encoder, captioner, matcher) if part is not None))
+            await searcher.stop()  # after the encoders: their last callers may still search
             store.close()
 
     app = FastAPI(
@@ -137,7 +158,7 @@ def create_app(
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         if runtime is not None:
             metrics.index_items.set(runtime.store.count())
-            depths = {b.name: b.queue_depth for b in (runtime.encoder.images, runtime.encoder.texts)}
+            depths = {b.name: b.queue_depth for b in (runtime.encoder.images, runtime.encoder.texts, runtime.searcher)}
             if runtime.captioner is not None:
                 depths["caption"] = runtime.captioner.batcher.queue_depth
             if runtime.matcher is not None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
-from index.errors import ItemNotFoundError
-from index.types import FieldFilter, Hit, VectorStore
+from index.batch import SearchQuery
+from index.errors import ItemNotFoundError, StoreError
+from index.types import Hit, VectorStore
 from models.captioner import Matcher
 from service.auth import ReadKey
-from service.deps import EncoderDep, OptionalMatcherDep, SettingsDep, StoreDep, require_matcher
+from service.deps import EncoderDep, OptionalMatcherDep, Searcher, SearcherDep, SettingsDep, StoreDep, require_matcher
 from service.errors import ApiError
 from service.inputs import check_context, check_k, check_text, parse_filter, read_uploads
 from service.schemas import SearchHit, SearchResponse, TextSearchRequest, to_field_filters
@@ -20,11 +20,12 @@ from service.schemas import SearchHit, SearchResponse, TextSearchRequest, to_fie
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[ReadKey])
 
 
-async def _search(
-    store: VectorStore, query: np.ndarray, k: int, filters: list[FieldFilter], min_score: float | None
-) -> SearchResponse:
-    hits = await asyncio.to_thread(lambda: store.search(query, k, filters=filters, min_score=min_score))
-    return SearchResponse.of(hits)
+async def _search(searcher: Searcher, query: SearchQuery) -> list[Hit]:
+    """The query's hits, searched together with other requests' queries (see index.batch)."""
+    (found,) = await searcher.submit([query])
+    if isinstance(found, StoreError):
+        raise found
+    return found
 
 
 @router.post("/text", response_model=SearchResponse)
@@ -32,6 +33,7 @@ async def search_text(
     request: TextSearchRequest,
     encoder: EncoderDep,
     store: StoreDep,
+    searcher: SearcherDep,
     settings: SettingsDep,
     matcher: OptionalMatcherDep,
 ) -> SearchResponse:
@@ -55,9 +57,7 @@ async def search_text(
     fetch = request.k if rerank is None else max(request.k, rerank.top_k)
     [truncated] = await check_context(encoder, [request.query], truncate=request.truncate, what="the query")
     vector = (await encoder.embed_texts([request.query]))[0]
-    hits = await asyncio.to_thread(
-        lambda: store.search(vector, fetch, filters=filters, min_score=request.min_score, fields=fields)
-    )
+    hits = await _search(searcher, SearchQuery(vector, fetch, tuple(filters), request.min_score, tuple(fields)))
     if rerank is None or active is None:
         return SearchResponse.of(hits, truncated=truncated)
     reranked = await _rerank(store, active, request.query, hits, rerank.top_k, request.k)
@@ -89,7 +89,7 @@ def stored_image(store: VectorStore, item_id: str) -> bytes | None:
 @router.post("/image", response_model=SearchResponse)
 async def search_image(
     encoder: EncoderDep,
-    store: StoreDep,
+    searcher: SearcherDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="the query image")],
     k: Annotated[int, Form()] = 10,
@@ -101,4 +101,4 @@ async def search_image(
     filters = parse_filter(filter)
     uploads = await read_uploads([file], settings.limits)
     vector = await encoder.embed_images(uploads)
-    return await _search(store, vector[0], k, filters, min_score)
+    return SearchResponse.of(await _search(searcher, SearchQuery(vector[0], k, tuple(filters), min_score)))

@@ -1,0 +1,50 @@
+"""Searches from many callers answered together: one `search_many` per set of parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from index.errors import StoreError
+from index.types import FieldFilter, Hit, VectorField, VectorStore
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One caller's search: what `VectorStore.search` takes, with hashable parameters."""
+
+    vector: np.ndarray
+    k: int
+    filters: tuple[FieldFilter, ...] = ()
+    min_score: float | None = None
+    fields: tuple[VectorField, ...] = (VectorField.IMAGE,)
+
+    def parameters(self) -> tuple[int, tuple[FieldFilter, ...], float | None, tuple[VectorField, ...]]:
+        """Everything but the vector: queries that share these share one index call."""
+        return self.k, self.filters, self.min_score, self.fields
+
+
+def search_each(store: VectorStore, queries: Sequence[SearchQuery]) -> list[list[Hit] | StoreError]:
+    """Each query's hits, as `store.search` would give them, in order.
+
+    Queries with equal parameters are searched with one `search_many` call. A
+    group the store refuses (a bad filter, say) gets the error in place of its
+    hits, so one caller's mistake never fails another caller's search.
+    """
+    groups: dict[tuple[int, tuple[FieldFilter, ...], float | None, tuple[VectorField, ...]], list[int]] = {}
+    for i, query in enumerate(queries):
+        groups.setdefault(query.parameters(), []).append(i)
+    results: list[list[Hit] | StoreError] = [[] for _ in queries]
+    for (k, filters, min_score, fields), members in groups.items():
+        matrix = np.stack([queries[i].vector for i in members])
+        try:
+            found: Sequence[list[Hit] | StoreError] = store.search_many(
+                matrix, k, filters=filters, min_score=min_score, fields=fields
+            )
+        except StoreError as exc:
+            found = [exc] * len(members)
+        for i, hits in zip(members, found, strict=True):
+            results[i] = hits
+    return results
