@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from service.schemas import (
+    BatchSearchResponse,
     CaptionOut,
     CaptionResponse,
     ClassifyResponse,
@@ -112,6 +113,24 @@ class _Calls:
         return _Call("POST", "/v1/search/text", _hits, {"json": body})
 
     @staticmethod
+    def search_texts(
+        queries: Sequence[str],
+        k: int,
+        filter: dict[str, Any] | None,
+        min_score: float | None,
+        fields: Sequence[str] | None,
+    ) -> _Call[list[list[SearchHit]]]:
+        body: dict[str, Any] = {"queries": list(queries), "k": k, "filter": filter, "min_score": min_score}
+        if fields is not None:
+            body["fields"] = list(fields)
+        return _Call(
+            "POST",
+            "/v1/search/text/batch",
+            lambda r: BatchSearchResponse.model_validate_json(r.content).results,
+            {"json": body},
+        )
+
+    @staticmethod
     def caption(images: Sequence[Image], options: dict[str, Any]) -> _Call[list[CaptionOut]]:
         data = {name: str(value) for name, value in options.items() if value is not None}
         return _Call(
@@ -193,6 +212,18 @@ class Client:
     ) -> list[SearchHit]:
         """`fields`: "image" and/or "caption"; `rerank_top_k`: reorder CLIP's top N by BLIP ITM."""
         return self._run(_Calls.search_text(query, k, filter, min_score, fields, rerank_top_k))
+
+    def search_texts(
+        self,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> list[list[SearchHit]]:
+        """Many text searches in one request: one list of hits per query, in order."""
+        return self._run(_Calls.search_texts(queries, k, filter, min_score, fields))
 
     def caption(
         self,
@@ -276,6 +307,18 @@ class AsyncClient:
     ) -> list[SearchHit]:
         """`fields`: "image" and/or "caption"; `rerank_top_k`: reorder CLIP's top N by BLIP ITM."""
         return await self._run(_Calls.search_text(query, k, filter, min_score, fields, rerank_top_k))
+
+    async def search_texts(
+        self,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> list[list[SearchHit]]:
+        """Many text searches in one request: one list of hits per query, in order."""
+        return await self._run(_Calls.search_texts(queries, k, filter, min_score, fields))
 
     async def caption(
         self,

@@ -94,6 +94,47 @@ class SearchResponse(BaseModel):
         return cls(results=[SearchHit.model_validate(h) for h in hits], truncated=truncated)
 
 
+class TextBatchSearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"queries": ["a red circle", "a blue square"], "k": 5}]},
+    )
+    queries: list[str] = Field(
+        min_length=1, description="the texts, one search each (at most limits.max_batch_queries)"
+    )
+    k: int = Field(10, ge=1, description="how many results per query")
+    filter: Filter | None = Field(None, description=FILTER_DESCRIPTION + " The same for every query.")
+    min_score: float | None = Field(None, ge=-1, le=1, description="drop results below this cosine similarity")
+    fields: list[VectorField] = Field(
+        default_factory=lambda: [VectorField.IMAGE],
+        min_length=1,
+        max_length=len(VectorField),
+        description="vectors to compare the queries with, as in text search",
+    )
+    truncate: bool = Field(
+        True, description="queries longer than the model's context are cut to fit; false: refused with 422"
+    )
+
+
+class BatchSearchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        [{"id": "img-1", "score": 0.31, "metadata": {}}],
+                        [{"id": "img-2", "score": 0.28, "metadata": {}}],
+                    ]
+                }
+            ]
+        }
+    )
+    results: list[list[SearchHit]] = Field(description="one list per query, in the order of `queries`, best first")
+    truncated: list[bool] = Field(
+        default_factory=list, description="per query: longer than the model's context, so only its start was embedded"
+    )
+
+
 class CaptionOut(BaseModel):
     file: str = Field(description="the uploaded file's name")
     caption: str

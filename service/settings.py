@@ -113,6 +113,7 @@ class LimitSettings(BaseModel):
     max_texts: int = Field(256, ge=1, description="most texts in one embed request")
     max_rerank: int = Field(100, ge=1, le=10_000, description="most candidates one search may rerank with ITM")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, description="longest a request may take before a 503")
+    max_batch_queries: int = Field(256, ge=1, le=100_000, description="most queries in one batch search request")
 
     @property
     def max_form_part_bytes(self) -> int:

@@ -15,7 +15,14 @@ from service.auth import ReadKey
 from service.deps import EncoderDep, OptionalMatcherDep, Searcher, SearcherDep, SettingsDep, StoreDep, require_matcher
 from service.errors import ApiError
 from service.inputs import check_context, check_k, check_text, parse_filter, read_uploads
-from service.schemas import SearchHit, SearchResponse, TextSearchRequest, to_field_filters
+from service.schemas import (
+    BatchSearchResponse,
+    SearchHit,
+    SearchResponse,
+    TextBatchSearchRequest,
+    TextSearchRequest,
+    to_field_filters,
+)
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[ReadKey])
 
@@ -62,6 +69,40 @@ async def search_text(
         return SearchResponse.of(hits, truncated=truncated)
     reranked = await _rerank(store, active, request.query, hits, rerank.top_k, request.k)
     return reranked.model_copy(update={"truncated": truncated})
+
+
+@router.post("/text/batch", response_model=BatchSearchResponse)
+async def search_text_batch(
+    request: TextBatchSearchRequest, encoder: EncoderDep, searcher: SearcherDep, settings: SettingsDep
+) -> BatchSearchResponse:
+    """Many text searches in one request: `results[i]` holds what a text search
+    for `queries[i]` with the same `k`, `filter`, `min_score`, `fields` and
+    `truncate` returns, and `truncated[i]` its `truncated`.
+
+    The queries go into the text tower together and are searched together (one
+    index call), so a client with many queries pays one round trip for them all.
+    """
+    limits = settings.limits
+    if len(request.queries) > limits.max_batch_queries:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"queries holds {len(request.queries)} texts; the limit is {limits.max_batch_queries} per request",
+        )
+    for i, query in enumerate(request.queries):
+        check_text(query, f"queries[{i}]", limits)
+    check_k(request.k, limits)
+    filters = tuple(to_field_filters(request.filter))
+    fields = tuple(dict.fromkeys(request.fields))
+    truncated = await check_context(encoder, request.queries, truncate=request.truncate, what="a query")
+    vectors = await encoder.embed_texts(request.queries)
+    found = await searcher.submit([SearchQuery(v, request.k, filters, request.min_score, fields) for v in vectors])
+    results: list[list[SearchHit]] = []
+    for hits in found:
+        if isinstance(hits, StoreError):
+            raise hits
+        results.append([SearchHit.model_validate(h) for h in hits])
+    return BatchSearchResponse(results=results, truncated=truncated)
 
 
 async def _rerank(

@@ -64,6 +64,24 @@ def test_the_async_client_has_the_same_calls(server):
 
 
 @pytest.mark.e2e
+def test_the_clients_search_many_texts_in_one_request(server):
+    with Client(server.url) as client:
+        client.add_images(
+            [png(one_object("circle", "red", 7)), png(one_object("square", "blue", 8))],
+            ids=["batch-red", "batch-blue"],
+            metadata=[{"set": "batch"}, {"set": "batch"}],
+        )
+        results = client.search_texts(["a red circle", "a blue square"], k=2, filter={"set": "batch"})
+
+    async def scenario():
+        async with AsyncClient(server.url) as client:
+            return await client.search_texts(["a blue square"], k=1, filter={"set": "batch"})
+
+    assert [[h.id for h in hits] for hits in results] == [["batch-red", "batch-blue"], ["batch-blue", "batch-red"]]
+    assert [[h.id for h in hits] for hits in asyncio.run(scenario())] == [["batch-blue"]]
+
+
+@pytest.mark.e2e
 def test_clipsearch_search_prints_a_table_of_results(server):
     with Client(server.url) as client:
         client.add_images([png(one_object("circle", "purple", 6))], ids=["purple-circle"])
