@@ -203,7 +203,7 @@ def service(data_dir: Path, seconds: float, connections: int, threads: int, item
 
 
 def row(name: str, r: WrkResult) -> str:
-    return f"  {name:<8} {r.rate:9.1f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {r.non_2xx + r.socket_errors:8d}"
+    return f"  {name:<8} {r.rate:9.1f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {r.non_2xx:8d} {r.socket_errors:13d}"
 
 
 def main() -> None:
@@ -224,7 +224,7 @@ def main() -> None:
         f"text search over HTTP: wrk, {args.connections} connections, {args.threads} thread(s), "
         f"{args.seconds:g} s each, unique queries; service: demo model, {args.items} vectors, cache off"
     )
-    print(f"  {'server':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"  {'server':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'socket errors':>13}")
     print(row("bare", base))
     print(row("service", served))
     print(f"  service/bare: {served.rate / base.rate:.2f}x (target >= 0.5x)")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from tests.server import ROOT
 
@@ -55,3 +58,16 @@ def test_the_gpu_server_benchmark_runs_on_the_cpu_in_smoke_mode(tmp_path):
         assert 0 < row["p50_ms"] <= row["p99_ms"], row
     assert all(values["new"] > 0 for values in table["towers"].values())
     assert "ingest, 32 JPEGs/request" in out and "in-process (new path):" in out
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+def test_the_server_throughput_benchmark_drives_the_bare_route_and_the_service_with_wrk():
+    out = run_module("bench.server_throughput", "--seconds", "1", "--items", "500")
+    rows = {
+        line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip().startswith(("bare", "service "))
+    }
+    assert set(rows) == {"bare", "service"}, out
+    for rate, p50, p99, non_2xx, socket_errors in rows.values():
+        assert float(rate) > 0 and 0 < float(p50) <= float(p99), out
+        assert (int(non_2xx), int(socket_errors)) == (0, 0), out
+    assert "service/bare:" in out
