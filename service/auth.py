@@ -8,12 +8,11 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.deps import Runtime, get_runtime
+from service.deps import RuntimeDep
 from service.errors import ApiError
 
 _bearer = HTTPBearer(auto_error=False, description="an API key, when the service is configured with keys")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def _authorize(keys: tuple[str, ...], credentials: HTTPAuthorizationCredentials | None) -> None:
