@@ -4,7 +4,8 @@
 
 One invocation measures, one after the other on the same machine:
 
-- bare: a FastAPI app served by uvicorn (access log off) with one route of the
+- bare: a FastAPI app served by uvicorn with its defaults (uvloop, httptools,
+  an access-log line per request, as the service writes) with one route of the
   same request and response shape as `POST /v1/search/text`: a JSON body
   `{"query": ..., "k": 10}` in, 10 results of id, score and metadata out,
   through pydantic models, with no other work;
@@ -170,9 +171,6 @@ def bare(seconds: float, connections: int, threads: int, log: Path) -> WrkResult
         "--factory",
         "--port",
         str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
     ]
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
