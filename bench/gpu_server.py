@@ -11,7 +11,8 @@ httpx client with its share of the connections (one Python process cannot load
 a fast server; wrk is not on the GPU host). Each phase warms up with the same
 load first, then runs for a fixed time; a request counts when its answer
 arrives. Prints one table: ingest img/s from 640x480 JPEGs in multipart
-batches of 32, text search q/s at 1, 64 and 256 connections, image search q/s
+batches of 32, text search q/s at 1, 64 and 256 connections, batch text search
+(64 queries a request) at 16, image search q/s
 at 64, each with p50/p99 latency and failed requests, then the in-process
 tower figures (from `--tower-figures`, bench.gpu's --json, or measured here
 before the server starts). Heavy imports stay inside main(): the client
@@ -36,6 +37,7 @@ from pathlib import Path
 import httpx
 
 REQUEST_IMAGES = 32
+BATCH_QUERIES = 64  # queries per POST /v1/search/text/batch
 IMAGE_SIZE = (640, 480)
 
 
@@ -44,7 +46,7 @@ class Job:
     """One client process's share of a phase."""
 
     url: str
-    kind: str  # ingest | text | image
+    kind: str  # ingest | text | batch | image
     connections: int
     start_at: float  # wall clock (time.time()), the same for every process of a phase
     seconds: float
@@ -106,6 +108,10 @@ def _request(client: httpx.AsyncClient, job: Job) -> Callable[[int], Awaitable[h
         # Unique queries: with the cache off every one reaches the text tower anyway.
         return client.post("/v1/search/text", json={"query": f"photo {job.seed}-{i} of a red car at night", "k": 10})
 
+    def batch(i: int) -> Awaitable[httpx.Response]:
+        texts = [f"photo {job.seed}-{i}-{j} of a red car at night" for j in range(BATCH_QUERIES)]
+        return client.post("/v1/search/text/batch", json={"queries": texts, "k": 10})
+
     def image(i: int) -> Awaitable[httpx.Response]:
         return client.post("/v1/search/image", files={"file": ("q.jpg", jpegs[i % len(jpegs)], "image/jpeg")})
 
@@ -116,22 +122,27 @@ def _request(client: httpx.AsyncClient, job: Job) -> Callable[[int], Awaitable[h
         ]
         return client.post("/v1/images", files=files)
 
-    return {"text": text, "image": image, "ingest": ingest}[job.kind]
+    return {"text": text, "batch": batch, "image": image, "ingest": ingest}[job.kind]
 
 
 @dataclass(frozen=True)
 class Phase:
-    kind: str  # ingest | text | image
+    kind: str  # ingest | text | batch | image
     connections: int
 
     @property
     def per_request(self) -> int:
-        """Items per request: the ingest rate counts images."""
-        return REQUEST_IMAGES if self.kind == "ingest" else 1
+        """Items per request: the ingest rate counts images, the batch rate queries."""
+        return {"ingest": REQUEST_IMAGES, "batch": BATCH_QUERIES}.get(self.kind, 1)
 
     @property
     def name(self) -> str:
-        what = {"ingest": f"ingest, {REQUEST_IMAGES} JPEGs/request", "text": "text search", "image": "image search"}
+        what = {
+            "ingest": f"ingest, {REQUEST_IMAGES} JPEGs/request",
+            "text": "text search",
+            "batch": f"batch text search, {BATCH_QUERIES} queries/request",
+            "image": "image search",
+        }
         return f"{what[self.kind]}, {self.connections} connection{'s' * (self.connections > 1)}"
 
 
@@ -192,7 +203,14 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
-PHASES = [Phase("ingest", 16), Phase("text", 1), Phase("text", 64), Phase("text", 256), Phase("image", 64)]
+PHASES = [
+    Phase("ingest", 16),
+    Phase("text", 1),
+    Phase("text", 64),
+    Phase("text", 256),
+    Phase("batch", 16),
+    Phase("image", 64),
+]
 
 
 def tower_figures(model: str, device: str, smoke: bool) -> dict[str, dict[str, float | str | None]]:
