@@ -4,6 +4,7 @@
 #
 #   bash bench/gpu_device.sh            # on the GPU host, from the repository root, with .whl/ beside it
 #   GPU_BENCH_DRY_RUN=1 bash bench/gpu_device.sh   # here, on the CPU: --device cpu --smoke, the venv's python
+#   GPU_PROFILE=1 bash bench/gpu_device.sh         # py-spy profiles of the server under load instead
 #
 # Installs the wheels in .whl/ into /tmp/site (no index, no dependencies: the
 # host's torch stays), prints the devices and versions, then runs bench.gpu
@@ -71,6 +72,16 @@ run_all() {
         export PYTHONPATH="$TF_SITE:$PYTHONPATH"
     fi
     "$PY" -c 'import transformers, open_clip, fastapi, faiss, pydantic, uvicorn; print("transformers", transformers.__version__, "open_clip", open_clip.__version__, "fastapi", fastapi.__version__, "faiss", faiss.__version__)' || echo "IMPORT CHECK FAILED"
+
+    if [ "${GPU_PROFILE:-0}" = 1 ]; then
+        # Diagnosis instead of the benchmarks: where the server's time goes under each load (bench/gpu_profile.py).
+        step "bench.gpu_profile (timeout ${SERVER_TIMEOUT}s)"
+        profile_args=()
+        [ "${GPU_BENCH_DRY_RUN:-0}" = 1 ] && profile_args=(--device cpu --smoke --seconds 4)
+        timeout -k 10 "$SERVER_TIMEOUT" "$PY" -m bench.gpu_profile "${profile_args[@]}" --out "$OUT"
+        echo "bench.gpu_profile exit $?"
+        return
+    fi
 
     step "bench.gpu: in-process towers, old path vs new (timeout ${GPU_TIMEOUT}s)"
     timeout -k 10 "$GPU_TIMEOUT" "$PY" -m bench.gpu "${BENCH_ARGS[@]}" --json "$OUT/gpu.json"
