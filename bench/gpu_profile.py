@@ -97,7 +97,8 @@ def main() -> None:
                 recorder.start()
                 row = run_phase(pool, server.url, phase, 8, (warm, args.seconds), jpegs)
                 recorder.join()
-                print(f"{name}: {row.rate:,.0f} {row.unit}, p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms", flush=True)
+                figures = f"{row.rate:,.0f} {row.unit}, p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms"
+                print(f"{name}: {figures}", flush=True)
     for path in sorted(args.out.glob("*.txt")):
         summary(path, top=25)
     print(f"cpu count {os.cpu_count()}")
