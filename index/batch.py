@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ class SearchQuery:
         return self.k, self.filters, self.min_score, self.fields
 
 
+SEARCH_THREADS = max(1, (os.cpu_count() or 1) // 4)
+
+
 def search_each(store: VectorStore, queries: Sequence[SearchQuery]) -> list[list[Hit] | StoreError]:
     """Each query's hits, as `store.search` would give them, in order.
 
@@ -34,12 +38,14 @@ def search_each(store: VectorStore, queries: Sequence[SearchQuery]) -> list[list
     group the store refuses (a bad filter, say) gets the error in place of its
     hits, so one caller's mistake never fails another caller's search.
     """
-    # One OpenMP thread for FAISS in this (worker) thread; the setting is per
-    # thread. These searches run beside the forward passes and the event loop,
-    # and spinning OpenMP teams fight them for the cores: on 2 busy cores a
-    # 30-query flat search over 10k vectors took 2.1 ms on one thread and
-    # 12-22 ms on two. Parallelism comes from batching and the pipeline instead.
-    faiss.omp_set_num_threads(1)
+    # A quarter of the cores for FAISS in this (worker) thread (the setting is
+    # per thread). These searches run beside the forward passes and the event
+    # loop, and spinning OpenMP teams fight them for the cores: on 2 busy cores
+    # a 30-query flat search over 10k vectors took 2.1 ms on one thread and
+    # 12-22 ms on two, so small machines get one. On a 16-core GPU host one
+    # thread was the server's largest single cost (38% of its samples under 64
+    # connections, docs/gpu.md), so big machines get several.
+    faiss.omp_set_num_threads(SEARCH_THREADS)
     groups: dict[tuple[int, tuple[FieldFilter, ...], float | None, tuple[VectorField, ...]], list[int]] = {}
     for i, query in enumerate(queries):
         groups.setdefault(query.parameters(), []).append(i)

@@ -550,20 +550,30 @@ class SqliteFaissStore:
             return []
         with self._lock:
             matching = self._matching_seqs(filters) if filters else None
-            best: list[dict[int, tuple[float, VectorField]]] = [{} for _ in range(len(matrix))]
-            for f in dict.fromkeys(fields):
-                for of_query, found in zip(best, self._search_field_many(f, matrix, k, matching), strict=True):
-                    for seq, score in found:
-                        if seq not in of_query or score > of_query[seq][0]:
-                            of_query[seq] = (score, f)
-            ranked = [
-                [
-                    (s, d)
-                    for s, d in sorted(b.items(), key=lambda hit: -hit[1][0])
-                    if min_score is None or d[0] >= min_score
-                ][:k]
-                for b in best
-            ]
+            distinct = list(dict.fromkeys(fields))
+            ranked: list[list[tuple[int, tuple[float, VectorField]]]]
+            if len(distinct) == 1:
+                # One field (the usual case): FAISS's lists are already best first.
+                f = distinct[0]
+                ranked = [
+                    [(seq, (score, f)) for seq, score in found if min_score is None or score >= min_score][:k]
+                    for found in self._search_field_many(f, matrix, k, matching)
+                ]
+            else:
+                best: list[dict[int, tuple[float, VectorField]]] = [{} for _ in range(len(matrix))]
+                for f in distinct:
+                    for of_query, found in zip(best, self._search_field_many(f, matrix, k, matching), strict=True):
+                        for seq, score in found:
+                            if seq not in of_query or score > of_query[seq][0]:
+                                of_query[seq] = (score, f)
+                ranked = [
+                    [
+                        (s, d)
+                        for s, d in sorted(b.items(), key=lambda hit: -hit[1][0])
+                        if min_score is None or d[0] >= min_score
+                    ][:k]
+                    for b in best
+                ]
             # One read for every query's rows (in chunks: SQLite bounds the parameters of one
             # statement); an item found by several queries shares its metadata dict.
             seqs = sorted({s for found in ranked for s, _ in found})
