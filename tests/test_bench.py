@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 
-import pytest
-
+from tests.prerequisites import require_or_skip
 from tests.server import ROOT
 
 
@@ -20,12 +20,47 @@ def run_module(*args: str) -> str:
     return result.stdout
 
 
-def test_the_ann_benchmark_reports_every_index_type():
+def numbers(line: str) -> list[float]:
+    return [float(x) for x in re.findall(r"(?<![\w.-])-?\d+(?:\.\d+)?", line.replace(",", ""))]
+
+
+def test_the_ann_benchmark_reports_a_sane_recall_and_latency_for_every_index_type():
     # ivf-pq is left out: PQ training takes half a minute even at this size on 2 cores.
     names = ["hnsw", "hnsw-sq8", "ivf", "ivf-sq8"]
     out = run_module("bench.ann_quality", "--n", "3000", "--dim", "32", "--queries", "20", "--only", *names)
-    for name in ["flat", *names]:
-        assert f"\n{name} " in out
+    rows = {
+        line.split()[0]: numbers(line)
+        for line in out.splitlines()
+        if line.split()[:1] in ([n] for n in ["flat", *names])
+    }
+    assert set(rows) == {"flat", *names}, out
+    for name, (build_s, recall, p50_ms, speed_up, bytes_per_vector) in rows.items():
+        floor = 1.0 if name == "flat" else 0.85 if name.startswith("hnsw") else 0.6  # measured: 1.0, 1.0, 0.94 (ivf)
+        assert floor <= recall <= 1.0, (name, out)
+        assert build_s >= 0 and p50_ms > 0 and speed_up > 0 and bytes_per_vector > 0, (name, out)
+
+
+def test_the_search_latency_benchmark_measures_the_ann_and_the_flat_baseline():
+    out = run_module("bench.search_latency", "--n", "3000", "--index", "hnsw", "--requests", "10")
+    rows = [numbers(line) for line in out.splitlines() if "server start" in line]
+    assert len(rows) == 2, out  # the ANN index and the flat baseline
+    for p50, p99, start in rows:
+        assert 0 < p50 <= p99 < 10_000 and start > 0, out
+    assert "p50 speed-up over flat" in out
+
+
+def test_the_ingest_benchmark_measures_the_service_and_the_naive_baseline():
+    out = run_module("bench.ingest", "--images", "8", "--batch", "4", "--clients", "1")
+    rates = [numbers(line)[-1] for line in out.splitlines() if line.strip().endswith("images/s")]
+    assert len(rates) == 3 and all(0 < rate < 100_000 for rate in rates), out
+    assert "ratio:" in out
+
+
+def test_the_text_throughput_benchmark_measures_every_configuration_and_the_baseline():
+    out = run_module("bench.text_throughput", "--requests", "16", "--clients", "4", "--items", "200")
+    rates = [numbers(line)[-1] for line in out.splitlines() if line.strip().endswith("queries/s")]
+    assert len(rates) == 4 and all(0 < rate < 100_000 for rate in rates), out
+    assert "batching vs batch size 1" in out
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu_in_smoke_mode(tmp_path):
@@ -51,6 +86,7 @@ def test_the_gpu_server_benchmark_runs_on_the_cpu_in_smoke_mode(tmp_path):
         "text search",
         "text search",
         "text search",
+        "batch text search",
         "image search",
     ]
     for row in table["rows"]:
@@ -60,8 +96,9 @@ def test_the_gpu_server_benchmark_runs_on_the_cpu_in_smoke_mode(tmp_path):
     assert "ingest, 32 JPEGs/request" in out and "in-process (new path):" in out
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_the_server_throughput_benchmark_drives_the_bare_route_and_the_service_with_wrk():
+    if shutil.which("wrk") is None:
+        require_or_skip("wrk is not installed (apt-get install wrk; .ci/run installs it)")
     out = run_module("bench.server_throughput", "--seconds", "1", "--items", "500")
     rows = {
         line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip().startswith(("bare", "service "))

@@ -97,10 +97,44 @@ def test_bf16_weights_on_the_cpu_stay_within_a_cosine_of_0999_of_fp32(checkpoint
         assert np.min(np.sum(a * b, axis=1)) > 0.999
 
 
-def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_and_fp32_otherwise():
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"), [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]
+)
+def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_and_fp32_otherwise(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+# The demo model reads 32 tokens: start, 30 words, end fill it exactly; 50 words are cut.
+EDGE_TEXTS = ["red " * 30, "a blue square " * 17, "ein roter Kreis 🔴 " * 8]
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("auto", None)])
+def test_texts_at_and_past_the_full_context_embed_like_open_clips_reference(checkpoint, precision, tolerance):
+    towers = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False, precision=precision)
+    model, _, _ = open_clip.create_model_and_transforms(DEMO_MODEL, pretrained=str(checkpoint))
+    tokenizer = open_clip.get_tokenizer(DEMO_MODEL)
+    assert towers.text.tokens_needed(EDGE_TEXTS[:1]) == [32] and towers.text.context_length == 32
+    assert all(n > 32 for n in towers.text.tokens_needed(EDGE_TEXTS[1:]))
+    with torch.no_grad():
+        reference = F.normalize(model.eval().encode_text(tokenizer(EDGE_TEXTS)), dim=-1).numpy()
+    ours = towers.text.encode(EDGE_TEXTS)
+    if tolerance is not None:
+        np.testing.assert_allclose(ours, reference, atol=tolerance)
+    else:  # the default precision (bf16 on CPUs with native bf16): its own, looser bar
+        assert np.min(np.sum(ours * reference, axis=1)) > 0.999
+
+
+def test_the_default_precision_embeds_images_within_a_cosine_of_0999_of_open_clips_reference(checkpoint):
+    towers = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False)
+    model, _, preprocess = open_clip.create_model_and_transforms(DEMO_MODEL, pretrained=str(checkpoint))
+    images = [render(scene, size=96) for scene in scene_set(6, 4)]
+    with torch.no_grad():
+        reference = F.normalize(model.eval().encode_image(torch.stack([preprocess(i) for i in images])), dim=-1)
+    ours = towers.image.encode([towers.image.prepare(png(i), max_pixels=10**7) for i in images])
+    assert np.min(np.sum(ours * reference.numpy(), axis=1)) > 0.999
 
 
 def test_fp16_on_the_cpu_is_refused():
