@@ -1,11 +1,12 @@
 """Cross-request micro-batching: futures plus one consumer.
 
-Each submitted item gets a future. One consumer task takes the first waiting
-item, adds whatever else is queued (waiting at most `max_wait_s` for more when
-callers are arriving together) up to `max_batch_size`, runs the forward pass
-in a worker thread and resolves every future with its own result (an
-embedding row, a caption, a score), or fails every future of the batch with
-the error.
+Each submit call gets one future for all its items. One consumer task takes
+the first waiting item, adds whatever else is queued (waiting at most
+`max_wait_s` for more when callers are arriving together) up to
+`max_batch_size`, runs the forward pass in a worker thread and hands each item
+its own result (an embedding row, a caption, a score); a call's future
+resolves once all its items have theirs, in order. A failed batch fails the
+future of every call with an item in it.
 Items whose caller went away (cancelled future) are skipped.
 """
 
@@ -15,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 from models.errors import OverloadedError, ShuttingDownError
 
@@ -42,10 +43,38 @@ class BatchLimits:
     max_queue: int
 
 
-@dataclass
+class _Call(Generic[ResultT]):
+    """One submit call: a single future that resolves with every item's result, in order.
+
+    One future per call rather than per item: a request of 64 queries, or a
+    single search, costs the event loop one future and no gather.
+    """
+
+    __slots__ = ("future", "missing", "results")
+
+    def __init__(self, future: asyncio.Future[list[ResultT]], size: int) -> None:
+        self.future = future
+        self.results: list[ResultT | None] = [None] * size
+        self.missing = size
+
+    def resolve(self, index: int, result: ResultT) -> None:
+        if self.future.done():
+            return
+        self.results[index] = result
+        self.missing -= 1
+        if self.missing == 0:
+            self.future.set_result(cast(list[ResultT], self.results))
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(slots=True)
 class _Pending(Generic[ItemT, ResultT]):
     item: ItemT
-    future: asyncio.Future[ResultT]
+    call: _Call[ResultT]
+    index: int
     queued_at: float = 0.0
 
 
@@ -109,11 +138,14 @@ class MicroBatcher(Generic[ItemT, ResultT]):
                 f"the {self.name} encoder queue is full ({self._queue.qsize()} items waiting); retry shortly",
                 retry_after=1.0,
             )
+        if not items:
+            return []
         loop = asyncio.get_running_loop()
-        pending: list[_Pending[ItemT, ResultT]] = [_Pending(item, loop.create_future(), loop.time()) for item in items]
-        for p in pending:
-            self._queue.put_nowait(p)
-        return list(await asyncio.gather(*(p.future for p in pending)))
+        call: _Call[ResultT] = _Call(loop.create_future(), len(items))
+        now = loop.time()
+        for index, item in enumerate(items):
+            self._queue.put_nowait(_Pending(item, call, index, now))
+        return await call.future
 
     async def _consume(self) -> None:
         stopping = False
@@ -145,7 +177,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         return False
 
     async def _run(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
-        live = [p for p in batch if not p.future.done()]  # cancelled: the caller went away
+        live = [p for p in batch if not p.call.future.done()]  # cancelled (the caller went away) or failed
         if not live:
             return
         loop = asyncio.get_running_loop()
@@ -158,12 +190,10 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         except Exception as exc:
             log.exception("%s batch of %d failed", self.name, len(live))
             for p in live:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                p.call.fail(exc)
             return
         for p, result in zip(live, results, strict=True):
-            if not p.future.done():
-                p.future.set_result(result)
+            p.call.resolve(p.index, result)
         if self._observer is not None:
             waits = [started - p.queued_at for p in live]
             self._observer.batch_done(self.name, len(live), waits, loop.time() - started)
