@@ -462,6 +462,17 @@ class SqliteFaissStore:
             raise ItemNotFoundError(item_id)
         return Item(row[0], json.loads(row[1]), row[2])
 
+    def known_ids(self, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` that are stored: one query per 500 ids, not one per id."""
+        unique = list(dict.fromkeys(ids))
+        known: set[str] = set()
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                part = unique[start : start + 500]
+                sql = f"SELECT id FROM items WHERE id IN ({', '.join('?' * len(part))})"
+                known.update(row[0] for row in self._db.execute(sql, part))
+        return known
+
     def thumbnail(self, item_id: str) -> bytes:
         return self._blob("SELECT jpeg FROM thumbnails WHERE id = ?", item_id, "thumbnail")
 

@@ -77,6 +77,10 @@ class VectorStore(Protocol):
 
     def get(self, item_id: str) -> Item: ...
 
+    def known_ids(self, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` that are stored."""
+        ...
+
     def vector(self, item_id: str) -> np.ndarray: ...
 
     def thumbnail(self, item_id: str) -> bytes:

@@ -8,6 +8,7 @@ straight into a data directory. Each item records its path in metadata.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Protocol
 
 from client import Client, ClipsearchError
-from index.errors import ItemNotFoundError, StoreError
-from index.store import SqliteFaissStore
-from index.types import NewItem
+from index.errors import StoreError
+from index.types import VectorStore
 from models.clip import ClipTowers
+from models.encoder import Encoder
 from models.errors import InvalidImageError
+from service.ingest import ingest_images
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
@@ -100,30 +102,46 @@ class ServerSink:
 
 
 class LocalSink:
-    def __init__(self, towers: ClipTowers, store: SqliteFaissStore, max_pixels: int) -> None:
-        self._towers = towers
+    """Straight into a data directory, through the same ingest path as `POST /v1/images`.
+
+    The towers run behind an Encoder (the service's micro-batchers) on an event
+    loop of the sink's own, so a locally indexed item gets what an uploaded one
+    gets: the same decode, embedding, thumbnail and, where configured, original.
+    Call `close()` when done.
+    """
+
+    def __init__(
+        self, towers: ClipTowers, store: VectorStore, *, max_pixels: int, keep_originals: bool, batch_size: int
+    ) -> None:
         self._store = store
-        self._max_pixels = max_pixels
+        self._keep_originals = keep_originals
+        self._runner = asyncio.Runner()
+        self._encoder = Encoder(
+            towers, max_batch_size=batch_size, max_wait_s=0, max_queue=max(1024, batch_size), max_pixels=max_pixels
+        )
+        self._runner.run(self._start())
+
+    async def _start(self) -> None:
+        self._encoder.start()  # the batchers' consumers live on the runner's loop, between calls too
 
     def known(self, ids: Sequence[str]) -> set[str]:
-        known = set()
-        for item_id in ids:
-            try:
-                self._store.get(item_id)
-                known.add(item_id)
-            except ItemNotFoundError:
-                pass
-        return known
+        return self._store.known_ids(ids)
 
     def add(self, batch: Sequence[Found]) -> None:
-        pixels = []
-        for f in batch:
-            try:
-                pixels.append(self._towers.image.prepare(f.data, max_pixels=self._max_pixels))
-            except InvalidImageError as exc:
-                raise InvalidImageError(f"{f.path.name}: {exc}") from None
-        vectors = self._towers.image.encode(pixels)
-        self._store.upsert([NewItem(v, f.id, {"path": str(f.path)}) for f, v in zip(batch, vectors, strict=True)])
+        self._runner.run(
+            ingest_images(
+                self._encoder,
+                self._store,
+                [(f.path.name, f.data) for f in batch],
+                ids=[f.id for f in batch],
+                metadata=[{"path": str(f.path)} for f in batch],
+                keep_originals=self._keep_originals,
+            )
+        )
+
+    def close(self) -> None:
+        self._runner.run(self._encoder.stop())
+        self._runner.close()
 
 
 def index_paths(paths: Sequence[Path], sink: Sink, batch_size: int, progress: Progress | None = None) -> Summary:

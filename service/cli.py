@@ -346,14 +346,28 @@ def index_folders(
             settings = build_settings({"store.data_dir": data_dir, "model.name": model, "model.pretrained": pretrained})
             m = settings.model
             towers = load_clip(
-                m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo, precision=m.precision
+                m.name,
+                m.pretrained,
+                m.device,
+                fallback_to_demo=m.fallback_to_demo,
+                precision=m.precision,
+                pipeline=m.pipeline,
             )
             store = SqliteFaissStore(
                 settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()
             )
             try:
-                sink = LocalSink(towers, store, settings.limits.max_image_pixels)
-                summary = index_paths(paths, sink, batch_size, progress)
+                sink = LocalSink(
+                    towers,
+                    store,
+                    max_pixels=settings.limits.max_image_pixels,
+                    keep_originals=settings.store.keep_originals,
+                    batch_size=batch_size,
+                )
+                try:
+                    summary = index_paths(paths, sink, batch_size, progress)
+                finally:
+                    sink.close()
                 store.wait_for_index()
             finally:
                 store.close()

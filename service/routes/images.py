@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from index.types import NewItem, validate_id
-from models.blip import CaptionOptions
-from models.encoder import Encoder
+from index.types import validate_id
 from service.auth import ReadKey, WriteKey
 from service.deps import EncoderDep, OptionalCaptionerDep, SettingsDep, StoreDep, require_captioner
 from service.errors import ApiError
+from service.ingest import ingest_images
 from service.inputs import check_k, check_metadata, parse_filter, parse_json_field, read_uploads
 from service.schemas import EmbeddingsResponse, ItemOut, ItemPage, ItemsCreated, SearchResponse
 
@@ -55,47 +53,24 @@ async def add_images(
         check_metadata(parse_json_field(raw, f"metadata of {name}"), f"metadata of {name}", limits)
         for raw, (name, _) in zip(metadata or ["{}"] * len(uploads), uploads, strict=True)
     ]
+    active = None
     if caption:
-        captioner = require_captioner(captioner)
+        active = require_captioner(captioner)
         for meta, (name, _) in zip(metas, uploads, strict=True):
             if "caption" in meta:
                 raise ApiError(
                     422, "validation_error", f"metadata of {name} has a caption already: send caption=false to keep it"
                 )
-        # Both models work at once: CLIP on its batcher, BLIP on its own.
-        (vectors, thumbnails), captions = await asyncio.gather(
-            encoder.embed_images_with_thumbnails(uploads), captioner.caption(uploads, CaptionOptions())
-        )
-        metas = [{**meta, "caption": text} for meta, text in zip(metas, captions, strict=True)]
-    else:
-        vectors, thumbnails = await encoder.embed_images_with_thumbnails(uploads)
-    caption_vectors = await _caption_vectors(encoder, metas)
-    new_items = [
-        NewItem(
-            vector=vector,
-            id=ids[i] if ids is not None else None,
-            metadata=metas[i],
-            thumbnail=thumbnails[i],
-            original=uploads[i][1] if settings.store.keep_originals else None,
-            caption_vector=caption_vectors[i],
-        )
-        for i, vector in enumerate(vectors)
-    ]
-    # SQLite commits with fsync: blocking I/O, so off the event loop.
-    stored = await asyncio.to_thread(store.upsert, new_items)
+    stored = await ingest_images(
+        encoder,
+        store,
+        uploads,
+        ids=ids,
+        metadata=metas,
+        keep_originals=settings.store.keep_originals,
+        captioner=active,
+    )
     return ItemsCreated(items=[ItemOut.model_validate(i) for i in stored])
-
-
-async def _caption_vectors(encoder: Encoder, metas: list[dict[str, Any]]) -> list[np.ndarray | None]:
-    """The text embedding of each item's metadata `caption` (None where it has no caption text)."""
-    texts = [
-        meta["caption"] if isinstance(meta.get("caption"), str) and meta["caption"].strip() else None for meta in metas
-    ]
-    present = [text for text in texts if text is not None]
-    if not present:
-        return [None] * len(metas)
-    rows = iter(await encoder.embed_texts(present))
-    return [next(rows) if text is not None else None for text in texts]
 
 
 @router.get("", response_model=ItemPage, dependencies=[ReadKey])

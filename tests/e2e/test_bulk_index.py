@@ -6,11 +6,14 @@ import re
 import shutil
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from client import Client
 from index.store import SqliteFaissStore
+from service.app import create_app
 from service.cli import cli
+from service.settings import ModelSettings, Settings, StoreSettings
 from tests.e2e.test_server import one_object, png
 from tests.server import ServerProcess
 
@@ -68,3 +71,23 @@ def test_indexing_straight_into_a_data_directory(photos, tmp_path):
 def test_index_needs_exactly_one_destination(photos):
     result = runner.invoke(cli, ["index", str(photos)])
     assert result.exit_code == 2
+
+
+def test_an_item_indexed_locally_looks_the_same_through_the_api_as_one_uploaded(photos, tmp_path):
+    """One way in: the local indexer stores what the HTTP route stores (0.1's stored no thumbnail)."""
+    result = runner.invoke(cli, ["index", str(photos), "--data-dir", str(tmp_path / "local"), "--model", "demo"])
+    assert result.exit_code == 0, result.output
+    data = (photos / "a.png").read_bytes()
+    settings = Settings(store=StoreSettings(data_dir=tmp_path / "local"), model=ModelSettings(name="demo"))
+    with TestClient(create_app(settings)) as client:
+        [local] = [i for i in client.get("/v1/images").json()["items"] if i["metadata"]["path"].endswith("/a.png")]
+        uploaded = client.post("/v1/images", files=[("files", ("a.png", data))], data={"ids": "uploaded"})
+        assert uploaded.status_code == 201
+        local_thumbnail = client.get(f"/v1/images/{local['id']}/thumbnail")
+        assert local_thumbnail.status_code == 200
+        assert local_thumbnail.content == client.get("/v1/images/uploaded/thumbnail").content
+        local_vector = client.get(f"/v1/images/{local['id']}/embedding").json()["embeddings"][0]
+        uploaded_vector = client.get("/v1/images/uploaded/embedding").json()["embeddings"][0]
+        assert local_vector == pytest.approx(uploaded_vector, abs=1e-6)
+        ranked = client.post("/v1/search/text", json={"query": "a red circle", "k": 2}).json()["results"]
+        assert {r["id"] for r in ranked} == {local["id"], "uploaded"}
