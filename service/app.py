@@ -33,21 +33,20 @@ log = logging.getLogger(__name__)
 MAX_SEARCH_BATCH = 1024
 
 
+def load_towers(settings: Settings) -> ClipTowers:
+    """The configured CLIP model (for the service and the local indexer alike)."""
+    m = settings.model
+    return load_clip(
+        m.name, m.pretrained, m.device, fallback_to_demo=m.fallback_to_demo, precision=m.precision, pipeline=m.pipeline
+    )
+
+
 async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowers, SqliteFaissStore]:
     """Load the model (unless given) and open the store, off the event loop."""
     set_torch_threads(settings.model.torch_threads)
     if towers is None:
-        m = settings.model
         # Loading reads hundreds of MB and may download.
-        towers = await asyncio.to_thread(
-            load_clip,
-            m.name,
-            m.pretrained,
-            m.device,
-            fallback_to_demo=m.fallback_to_demo,
-            precision=m.precision,
-            pipeline=m.pipeline,
-        )
+        towers = await asyncio.to_thread(load_towers, settings)
     store = await asyncio.to_thread(
         SqliteFaissStore, settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()
     )

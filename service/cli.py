@@ -24,9 +24,9 @@ from index.errors import InvalidItemError, StoreError
 from index.metadata import validate_metadata
 from index.store import DB_FILE, SqliteFaissStore, read_collection
 from index.types import NewItem
-from models.clip import Precision, load_clip, model_dim
+from models.clip import Precision, model_dim
 from models.errors import ModelLoadError
-from service.app import create_app
+from service.app import create_app, load_towers
 from service.bulk import LocalSink, ServerSink, index_paths
 from service.logs import configure_logging
 from service.settings import Settings
@@ -344,15 +344,7 @@ def index_folders(
                 summary = index_paths(paths, ServerSink(client), batch_size, progress)
         else:
             settings = build_settings({"store.data_dir": data_dir, "model.name": model, "model.pretrained": pretrained})
-            m = settings.model
-            towers = load_clip(
-                m.name,
-                m.pretrained,
-                m.device,
-                fallback_to_demo=m.fallback_to_demo,
-                precision=m.precision,
-                pipeline=m.pipeline,
-            )
+            towers = load_towers(settings)
             store = SqliteFaissStore(
                 settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()
             )
