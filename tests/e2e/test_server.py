@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -72,7 +73,15 @@ def test_an_add_acknowledged_just_before_kill_9_is_there_after_restart(tmp_path)
         server.stop()
 
 
-def test_the_demo_model_finds_the_red_circle_by_text(tmp_path):
+@pytest.fixture(scope="module")
+def fallback_server(tmp_path_factory) -> Iterator[ServerProcess]:
+    """One server for the tests that need no fresh one: started without --model, so the default
+    weights cannot be fetched (offline) and it serves the demo model (which the fallback test checks)."""
+    with ServerProcess(tmp_path_factory.mktemp("fallback") / "data") as server:
+        yield server
+
+
+def test_the_demo_model_finds_the_red_circle_by_text(fallback_server):
     shapes = {
         "red-circle": one_object("circle", "red", 1),
         "blue-circle": one_object("circle", "blue", 2),
@@ -81,7 +90,7 @@ def test_the_demo_model_finds_the_red_circle_by_text(tmp_path):
         "yellow-star": one_object("star", "yellow", 5),
         "red-star": one_object("star", "red", 6),
     }
-    with ServerProcess(tmp_path / "data", "--model", "demo") as server, server.client() as client:
+    with fallback_server.client() as client:
         add(client, {name: png(scene) for name, scene in shapes.items()})
         results = client.post("/v1/search/text", json={"query": "a red circle", "k": 3}).json()["results"]
         assert results[0]["id"] == "red-circle"
@@ -98,13 +107,14 @@ def test_the_demo_model_finds_the_red_circle_by_text(tmp_path):
         assert labels[0]["label"] == "triangle"
 
 
-def test_default_weights_that_cannot_be_fetched_fall_back_to_the_demo_model(tmp_path):
-    with ServerProcess(tmp_path / "data") as server, server.client() as client:
+def test_default_weights_that_cannot_be_fetched_fall_back_to_the_demo_model(fallback_server):
+    with fallback_server.client() as client:
         model = client.get("/ready").json()["model"]
         assert model["name"] == "demo"
         assert "laion2b_s34b_b79k" in model["fallback_reason"]
         assert client.get("/v1/stats").json()["model"] == model
-    fallback_lines = [line for line in server.log().splitlines() if "serving the bundled demo model instead" in line]
+    log = fallback_server.log()
+    fallback_lines = [line for line in log.splitlines() if "serving the bundled demo model instead" in line]
     assert len(fallback_lines) == 1
 
 
@@ -175,9 +185,9 @@ def test_sigterm_lets_requests_in_flight_finish_and_loses_nothing_acknowledged(t
             assert client.get(f"/v1/images/{item}").status_code == 200
 
 
-def test_the_official_openai_client_gets_clip_text_embeddings(tmp_path):
-    with ServerProcess(tmp_path / "data", "--model", "demo") as server, server.client() as client:
-        oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+def test_the_official_openai_client_gets_clip_text_embeddings(fallback_server):
+    with fallback_server.client() as client:
+        oai = openai.OpenAI(base_url=f"{fallback_server.url}/v1", api_key="unused")
         result = oai.embeddings.create(model="demo", input=["a red circle", "a blue square"])
         ours = client.post("/v1/embed/text", json={"texts": ["a red circle", "a blue square"]}).json()["embeddings"]
     assert [d.index for d in result.data] == [0, 1]
