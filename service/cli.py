@@ -13,6 +13,7 @@ import numpy as np
 import typer
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, track
 from rich.table import Table
@@ -52,6 +53,13 @@ def build_settings(overrides: dict[str, Any]) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings cannot parse a nested value (a list or an object) from the environment.
+        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        raise typer.BadParameter(
+            f"{exc}{cause}. Lists and objects in CLIPSEARCH_ variables are JSON, "
+            """e.g. CLIPSEARCH_AUTH__API_KEYS='["a-key-of-16-chars-or-more"]'"""
+        ) from None
 
 
 @cli.command()

@@ -145,3 +145,13 @@ def test_export_of_a_directory_without_a_store_is_refused(tmp_path):
     result = runner.invoke(cli, ["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nothing")])
     assert result.exit_code == 2
     assert "no readable store" in message(result.output)
+
+
+def test_a_non_json_list_in_the_environment_gets_one_clear_message_not_a_traceback(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIPSEARCH_AUTH__API_KEYS", "not-a-json-list")
+    result = runner.invoke(cli, ["serve", "--model", "demo", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    said = message(result.output)
+    assert 'error parsing value for field "auth"' in said
+    assert "Lists and objects in CLIPSEARCH_ variables are JSON" in said
+    assert "Traceback" not in result.output
