@@ -177,6 +177,8 @@ def _add(sink: Sink, batch: Sequence[Found], summary: Summary) -> None:
         sink.add(batch)
         summary.indexed += len(batch)
     except (ClipsearchError, InvalidImageError, StoreError) as exc:
+        if isinstance(exc, ClipsearchError) and (exc.status in (401, 403) or exc.status >= 500):
+            raise  # no API key, a wrong one, or a failing server: no file would go in, so stop at the first
         if len(batch) == 1:
             summary.failed.append((batch[0].path, str(exc)))
             return

@@ -9,9 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from client import Client
+from client import Client, ClipsearchError
 from index.store import SqliteFaissStore
 from service.app import create_app
+from service.bulk import index_paths
 from service.cli import cli
 from service.settings import ModelSettings, Settings, StoreSettings
 from tests.e2e.test_server import one_object, png
@@ -91,3 +92,32 @@ def test_an_item_indexed_locally_looks_the_same_through_the_api_as_one_uploaded(
         assert local_vector == pytest.approx(uploaded_vector, abs=1e-6)
         ranked = client.post("/v1/search/text", json={"query": "a red circle", "k": 2}).json()["results"]
         assert {r["id"] for r in ranked} == {local["id"], "uploaded"}
+
+
+class RefusingSink:
+    """A server that answers every add with `status`."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.adds = 0
+
+    def known(self, ids):
+        return set()
+
+    def add(self, batch):
+        self.adds += 1
+        raise ClipsearchError(self.status, "unauthorized", "an API key is needed")
+
+
+@pytest.mark.parametrize("status", [401, 403, 507])
+def test_indexing_stops_at_the_first_answer_no_file_could_get_past(photos, status):
+    sink = RefusingSink(status)
+    with pytest.raises(ClipsearchError):
+        index_paths([photos], sink, batch_size=2)
+    assert sink.adds == 1  # not one refusal per file
+
+
+def test_a_file_the_server_refuses_is_counted_and_the_rest_go_on(photos):
+    sink = RefusingSink(400)
+    summary = index_paths([photos], sink, batch_size=2)
+    assert summary.indexed == 0 and len(summary.failed) == 5  # each refused on its own; the run went on
