@@ -175,22 +175,3 @@ def check_filters(filters: list[FieldFilter] | tuple[FieldFilter, ...]) -> None:
                 check_number(value, f"filter on {f.field!r}")
             else:
                 raise InvalidItemError(f"filter on {f.field!r}: values must be strings, numbers or booleans")
-
-
-def matches(metadata: Metadata, f: FieldFilter) -> bool:
-    """Whether one item's metadata satisfies one filter: the reference for the SQL the store runs."""
-    value: Any = metadata
-    for part in f.field.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return False
-        value = value[part]
-    candidates = value if isinstance(value, list) else [value]
-    return any(_same(c, v) for c in candidates for v in f.values)
-
-
-def _same(stored: Any, wanted: Any) -> bool:
-    if isinstance(wanted, bool) or isinstance(stored, bool):
-        return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
-    if isinstance(wanted, int | float):
-        return isinstance(stored, int | float) and stored == wanted
-    return isinstance(stored, str) and stored == wanted

@@ -511,31 +511,14 @@ class SqliteFaissStore:
         exclude_id: str | None = None,
         fields: Sequence[VectorField] = (VectorField.IMAGE,),
     ) -> list[Hit]:
-        if not fields:
-            raise InvalidItemError("fields names no vector field to search")
-        query = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
-        if query.shape[1] != self._dim:
-            raise InvalidItemError(f"query vector has {query.shape[1]} dimensions; this store holds {self._dim}")
-        if k < 1:
-            raise InvalidItemError("k must be at least 1")
-        norm = float(np.linalg.norm(query))
-        if not np.isfinite(norm) or norm == 0.0:
-            raise InvalidItemError("query vector must be finite and non-zero")
-        query = query / norm  # scores are cosine similarities whatever the query's length
+        # One query is a batch of one: one search path to keep right, not two.
+        row = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        if exclude_id is None:
+            return self.search_many(row, k, filters=filters, min_score=min_score, fields=fields)[0]
         with self._lock:
-            exclude_seq = self._seq_of(exclude_id) if exclude_id is not None else None
-            fetch = k + (exclude_seq is not None)
-            matching = self._matching_seqs(filters) if filters else None
-            # The best of each field's top `fetch` holds the top `fetch` by best field.
-            best: dict[int, tuple[float, VectorField]] = {}
-            for f in dict.fromkeys(fields):
-                for seq, score in self._search_field(f, query, fetch, matching):
-                    if seq not in best or score > best[seq][0]:
-                        best[seq] = (score, f)
-            found = sorted(best.items(), key=lambda hit: -hit[1][0])
-            found = [(s, d) for s, d in found if s != exclude_seq and (min_score is None or d[0] >= min_score)][:k]
-            rows = self._rows_by_seq([s for s, _ in found])
-        return [Hit(rows[s][0], score, rows[s][1], f) for s, (score, f) in found if s in rows]
+            self._seq_of(exclude_id)  # an unknown id says so
+            hits = self.search_many(row, k + 1, filters=filters, min_score=min_score, fields=fields)[0]
+        return [h for h in hits if h.id != exclude_id][:k]
 
     def search_many(
         self,
@@ -549,8 +532,10 @@ class SqliteFaissStore:
         if not fields:
             raise InvalidItemError("fields names no vector field to search")
         matrix = np.asarray(queries, dtype=np.float32)
-        if matrix.ndim != 2 or matrix.shape[1] != self._dim:
+        if matrix.ndim != 2:
             raise InvalidItemError(f"queries have shape {matrix.shape}; expected (n, {self._dim})")
+        if matrix.shape[1] != self._dim:
+            raise InvalidItemError(f"query vectors have {matrix.shape[1]} dimensions; this store holds {self._dim}")
         if k < 1:
             raise InvalidItemError("k must be at least 1")
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -612,34 +597,6 @@ class SqliteFaissStore:
         found = _hits_many(ann.index, queries, min(k, ann.index.ntotal), params)
         recent = _hits_many(ann.delta, queries, min(k, ann.delta.ntotal))
         return [sorted(a + b, key=lambda hit: -hit[1])[:k] for a, b in zip(found, recent, strict=True)]
-
-    def _search_field(
-        self, f: VectorField, query: np.ndarray, k: int, matching: np.ndarray | None
-    ) -> list[tuple[int, float]]:
-        if matching is not None:
-            return self._search_filtered(self._exact if f is VectorField.IMAGE else self._captions, query, k, matching)
-        if f is VectorField.CAPTION:
-            return _hits(self._captions, query, min(k, self._captions.ntotal))
-        if self._ann is not None:
-            return self._search_ann(self._ann, query, k)
-        return _hits(self._exact, query, min(k, self._exact.ntotal))
-
-    @staticmethod
-    def _search_filtered(
-        index: faiss.Index, query: np.ndarray, k: int, matching: np.ndarray
-    ) -> list[tuple[int, float]]:
-        # Searching only the matching ids, exactly, gives the true top-k among
-        # them, where filtering a short ANN list afterwards could miss some.
-        if not len(matching):
-            return []
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(matching))
-        return _hits(index, query, min(k, len(matching), index.ntotal), params)
-
-    def _search_ann(self, ann: _Ann, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        params = search_parameters(self._spec, ann.kind, np.fromiter(ann.stale, dtype=np.int64))
-        found = _hits(ann.index, query, min(k, ann.index.ntotal), params)
-        found += _hits(ann.delta, query, min(k, ann.delta.ntotal))
-        return sorted(found, key=lambda hit: -hit[1])[:k]
 
     def _seq_of(self, item_id: str) -> int:
         row = self._db.execute("SELECT seq FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -711,20 +668,10 @@ def _value_condition(values: Sequence[Scalar]) -> tuple[str, list[Scalar]]:
     return " OR ".join(parts), [*texts, *numbers]
 
 
-def _hits(
-    index: faiss.Index, query: np.ndarray, k: int, params: faiss.SearchParameters | None = None
-) -> list[tuple[int, float]]:
-    """(seq, score) pairs of a FAISS search, without FAISS's -1 padding."""
-    if k <= 0:
-        return []
-    scores, seqs = index.search(query, k, params=params)
-    return [(int(s), float(d)) for s, d in zip(seqs[0], scores[0], strict=True) if s != -1]
-
-
 def _hits_many(
     index: faiss.Index, queries: np.ndarray, k: int, params: faiss.SearchParameters | None = None
 ) -> list[list[tuple[int, float]]]:
-    """`_hits` for every row of `queries`, from one FAISS call."""
+    """(seq, score) pairs of each row of `queries`, from one FAISS call, without FAISS's -1 padding."""
     if k <= 0:
         return [[] for _ in range(len(queries))]
     scores, seqs = index.search(queries, k, params=params)

@@ -25,10 +25,9 @@ class _Limits:
         self.app = app
         self.limits = limits
 
-    def _body_limit(self, scope: Scope) -> tuple[int, str]:
-        content_type = dict(scope["headers"]).get(b"content-type", b"")
+    def _body_limit(self, headers: dict[bytes, bytes]) -> tuple[int, str]:
         limits = self.limits
-        if content_type.lower().startswith(b"multipart/form-data"):
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
             return limits.max_request_bytes, (
                 f"{limits.max_files} files of at most {limits.max_upload_bytes} bytes, with their form fields"
             )
@@ -38,9 +37,10 @@ class _Limits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, what = self._body_limit(scope)
+        headers = dict(scope["headers"])
+        limit, what = self._body_limit(headers)
 
-        length = dict(scope["headers"]).get(b"content-length", b"")
+        length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
             await self._refuse(scope, receive, send, f"the request body is {int(length)} bytes", limit, what)
             return

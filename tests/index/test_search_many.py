@@ -77,7 +77,7 @@ def test_search_many_over_an_ann_index_with_recent_writes_matches_single_searche
 
 def test_search_many_of_no_rows_is_empty_and_bad_rows_are_refused(store):
     assert store.search_many(np.empty((0, DIM), dtype=np.float32), 3) == []
-    with pytest.raises(InvalidItemError, match="expected"):
+    with pytest.raises(InvalidItemError, match="query vectors have 17 dimensions; this store holds 16"):
         store.search_many(np.ones((2, DIM + 1), dtype=np.float32), 3)
     with pytest.raises(InvalidItemError, match="non-zero"):
         store.search_many(np.vstack([rows(1, 0), np.zeros((1, DIM), dtype=np.float32)]), 3)
