@@ -45,6 +45,8 @@ class IndexSpec:
     ivf_nprobe: int = 32
     pq_bytes: int = 64  # bytes per vector with the PQ encoding
     auto_threshold: int = 100_000
+    # efSearch / nprobe multiplier for a query far from the data (see `far_threshold`); 1: off.
+    far_query_effort: int = 8
 
     def resolve(self, count: int) -> IndexType:
         """The index type to use for a collection of `count` items."""
@@ -91,18 +93,76 @@ def build_ann(spec: IndexSpec, kind: IndexType, vectors: np.ndarray, seqs: np.nd
     return wrapped
 
 
-def search_parameters(spec: IndexSpec, kind: IndexType, exclude: np.ndarray) -> faiss.SearchParameters:
-    """Search-time knobs of an ANN index, leaving out the `exclude`d seqs."""
+def search_parameters(
+    spec: IndexSpec, kind: IndexType, exclude: np.ndarray, *, effort: int = 1
+) -> faiss.SearchParameters:
+    """Search-time knobs of an ANN index, `effort` times the configured breadth, leaving out the `exclude`d seqs."""
     params: faiss.SearchParameters
     if kind is IndexType.HNSW:
         params = faiss.SearchParametersHNSW()
-        params.efSearch = spec.hnsw_ef_search
+        params.efSearch = spec.hnsw_ef_search * effort
     else:
         params = faiss.SearchParametersIVF()
-        params.nprobe = spec.ivf_nprobe
+        params.nprobe = spec.ivf_nprobe * effort  # FAISS caps it at the number of lists
     if len(exclude):
         params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(exclude))
     return params
+
+
+def search_ann(
+    spec: IndexSpec,
+    kind: IndexType,
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    far_below: float,
+    exclude: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(scores, seqs) of each query's top `k` in an ANN index (seq -1: none), and how many queries were far.
+
+    A query whose best match scores below `far_below` (see `far_threshold`) is
+    searched again with `spec.far_query_effort` times the configured breadth.
+    """
+    scores, seqs = index.search(queries, k, params=search_parameters(spec, kind, exclude))
+    if spec.far_query_effort <= 1:
+        return scores, seqs, 0
+    far = np.flatnonzero((seqs[:, 0] < 0) | (scores[:, 0] < far_below))
+    if len(far):
+        params = search_parameters(spec, kind, exclude, effort=spec.far_query_effort)
+        scores[far], seqs[far] = index.search(queries[far], k, params=params)
+    return scores, seqs, len(far)
+
+
+def far_threshold(spec: IndexSpec, kind: IndexType, index: faiss.Index, sample: np.ndarray) -> float:
+    """The best-match score below which a query counts as far from the data.
+
+    It is the 1st percentile, over `sample` (stored vectors), of each vector's
+    best match other than itself. A graph or list search is tuned for queries
+    like the data, whose best matches score like that; a CLIP text query sits
+    apart from the image vectors (the modality gap), scores far lower, and
+    needs a wider search to find its true top k (docs/benchmarks.md, cross-modal).
+    """
+    if len(sample) == 0 or index.ntotal < 2:
+        return -1.0  # nothing to calibrate on: no query counts as far
+    scores, _ = index.search(sample, 2, params=search_parameters(spec, kind, np.empty(0, dtype=np.int64)))
+    return float(np.percentile(scores[:, 1], 1))
+
+
+def exhaustive_search(index: faiss.Index, kind: IndexType, queries: np.ndarray, k: int) -> np.ndarray:
+    """The seqs of each query's true top `k` among the vectors an ANN index holds (its own codes, every one compared).
+
+    The reference the recall self-check measures the index's searches against.
+    """
+    wrapped = faiss.downcast_index(index)
+    inner = faiss.downcast_index(wrapped.index)
+    if kind is IndexType.HNSW:
+        _, rows = faiss.downcast_index(inner.storage).search(queries, k)
+        id_map = faiss.vector_to_array(wrapped.id_map)
+        return np.where(rows >= 0, id_map[np.maximum(rows, 0)], -1)
+    params = faiss.SearchParametersIVF()
+    params.nprobe = inner.nlist
+    _, seqs = index.search(queries, k, params=params)
+    return np.asarray(seqs)
 
 
 def ann_seqs(index: faiss.Index) -> np.ndarray:

@@ -22,10 +22,11 @@ class SearchQuery:
     filters: tuple[FieldFilter, ...] = ()
     min_score: float | None = None
     fields: tuple[VectorField, ...] = (VectorField.IMAGE,)
+    exact: bool = False
 
-    def parameters(self) -> tuple[int, tuple[FieldFilter, ...], float | None, tuple[VectorField, ...]]:
+    def parameters(self) -> tuple[int, tuple[FieldFilter, ...], float | None, tuple[VectorField, ...], bool]:
         """Everything but the vector: queries that share these share one index call."""
-        return self.k, self.filters, self.min_score, self.fields
+        return self.k, self.filters, self.min_score, self.fields, self.exact
 
 
 SEARCH_THREADS = max(1, (os.cpu_count() or 1) // 4)
@@ -46,15 +47,15 @@ def search_each(store: VectorStore, queries: Sequence[SearchQuery]) -> list[list
     # thread was the server's largest single cost (38% of its samples under 64
     # connections, docs/gpu.md), so big machines get several.
     faiss.omp_set_num_threads(SEARCH_THREADS)
-    groups: dict[tuple[int, tuple[FieldFilter, ...], float | None, tuple[VectorField, ...]], list[int]] = {}
+    groups: dict[tuple[int, tuple[FieldFilter, ...], float | None, tuple[VectorField, ...], bool], list[int]] = {}
     for i, query in enumerate(queries):
         groups.setdefault(query.parameters(), []).append(i)
     results: list[list[Hit] | StoreError] = [[] for _ in queries]
-    for (k, filters, min_score, fields), members in groups.items():
+    for (k, filters, min_score, fields, exact), members in groups.items():
         matrix = np.stack([queries[i].vector for i in members])
         try:
             found: Sequence[list[Hit] | StoreError] = store.search_many(
-                matrix, k, filters=filters, min_score=min_score, fields=fields
+                matrix, k, filters=filters, min_score=min_score, fields=fields, exact=exact
             )
         except StoreError as exc:
             found = [exc] * len(members)

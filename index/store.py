@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,16 @@ from typing import IO, Any
 import faiss
 import numpy as np
 
-from index.ann import IndexSpec, IndexType, ann_seqs, build_ann, index_kind, search_parameters
+from index.ann import (
+    IndexSpec,
+    IndexType,
+    ann_seqs,
+    build_ann,
+    exhaustive_search,
+    far_threshold,
+    index_kind,
+    search_ann,
+)
 from index.errors import (
     IncompatibleStoreError,
     InvalidItemError,
@@ -39,7 +49,18 @@ from index.errors import (
     StoreError,
 )
 from index.metadata import check_filters, repair_metadata, to_json, validate_metadata
-from index.types import FieldFilter, Hit, Item, Metadata, NewItem, Scalar, VectorField, validate_id
+from index.types import (
+    FieldFilter,
+    Hit,
+    IndexStatus,
+    Item,
+    Metadata,
+    NewItem,
+    RecallCheck,
+    Scalar,
+    VectorField,
+    validate_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +88,10 @@ CREATE TABLE IF NOT EXISTS caption_vectors (id TEXT PRIMARY KEY, vector BLOB NOT
 
 
 _ROWS_PER_READ = 5000
+# Stored vectors the far-query threshold is calibrated on (see index.ann.far_threshold).
+_CALIBRATION_SAMPLE = 1000
+# Recent ANN queries kept for the recall self-check.
+_RECENT_QUERIES = 64
 
 
 def _flat(dim: int) -> faiss.IndexIDMap2:
@@ -83,6 +108,7 @@ class _Ann:
     stale: set[int]
     delta: faiss.IndexIDMap2
     delta_seqs: set[int] = field(default_factory=set)
+    far_below: float = -1.0  # queries whose best match scores less search wider (index.ann.far_threshold)
 
     def holds(self, seq: int) -> bool:
         i = int(np.searchsorted(self.snapshot, seq))
@@ -111,6 +137,11 @@ class SqliteFaissStore:
         self._closed = False
         self._builder: threading.Thread | None = None
         self._ann: _Ann | None = None
+        # For the recall self-check: the last ANN queries, and what the last check found.
+        self._recent: deque[np.ndarray] = deque(maxlen=_RECENT_QUERIES)
+        self._recall: RecallCheck | None = None
+        self._searches = 0  # ANN searches (per query vector) since the store opened
+        self._far_searches = 0  # of which searched wider
         self._lock_file = self._take_directory(data_dir)
         try:
             self._db = self._connect()
@@ -248,9 +279,12 @@ class SqliteFaissStore:
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             log.warning("ignoring the saved ANN index (%s); it will be rebuilt", exc)
             return
-        self._install_ann(index, kind)
+        # Stored vectors still live (the index may hold some deleted since it was saved).
+        calibration = _sample(np.intersect1d(ann_seqs(index), self._live_seqs()), _CALIBRATION_SAMPLE)
+        sample = self._exact.reconstruct_batch(calibration)
+        self._install_ann(index, kind, far_threshold(self._spec, kind, index, sample))
 
-    def _install_ann(self, index: faiss.Index, kind: IndexType) -> None:
+    def _install_ann(self, index: faiss.Index, kind: IndexType, far_below: float) -> None:
         """Make `index` the serving ANN index; caller holds the lock or owns the store."""
         snapshot = ann_seqs(index)
         live = self._live_seqs()
@@ -259,7 +293,8 @@ class SqliteFaissStore:
         if len(delta_seqs):
             delta.add_with_ids(self._exact.reconstruct_batch(delta_seqs), delta_seqs)
         stale = np.setdiff1d(snapshot, live, assume_unique=True)
-        self._ann = _Ann(index, kind, snapshot, set(stale.tolist()), delta, set(delta_seqs.tolist()))
+        self._ann = _Ann(index, kind, snapshot, set(stale.tolist()), delta, set(delta_seqs.tolist()), far_below)
+        self._recall = None  # measured on another index
 
     def _maybe_build(self) -> None:
         """Start a background build when the ANN index is missing, of the wrong kind, or too far behind."""
@@ -295,6 +330,9 @@ class SqliteFaissStore:
             vectors = np.concatenate([v for _, v in parts])
             del parts
             index = build_ann(self._spec, kind, vectors, seqs)
+            far_below = far_threshold(
+                self._spec, kind, index, vectors[_sample(np.arange(len(vectors)), _CALIBRATION_SAMPLE)]
+            )
             if self._closed:  # the directory may belong to another process by now
                 return
             self._save_ann(index, kind)
@@ -304,7 +342,7 @@ class SqliteFaissStore:
         with self._lock:
             if self._closed:
                 return
-            self._install_ann(index, kind)
+            self._install_ann(index, kind, far_below)
         log.info("built the %s index over %d vectors in %.1fs", kind, len(seqs), time.monotonic() - started)
 
     def _save_ann(self, index: faiss.Index, kind: IndexType) -> None:
@@ -510,14 +548,15 @@ class SqliteFaissStore:
         min_score: float | None = None,
         exclude_id: str | None = None,
         fields: Sequence[VectorField] = (VectorField.IMAGE,),
+        exact: bool = False,
     ) -> list[Hit]:
         # One query is a batch of one: one search path to keep right, not two.
         row = np.asarray(query, dtype=np.float32).reshape(1, -1)
         if exclude_id is None:
-            return self.search_many(row, k, filters=filters, min_score=min_score, fields=fields)[0]
+            return self.search_many(row, k, filters=filters, min_score=min_score, fields=fields, exact=exact)[0]
         with self._lock:
             self._seq_of(exclude_id)  # an unknown id says so
-            hits = self.search_many(row, k + 1, filters=filters, min_score=min_score, fields=fields)[0]
+            hits = self.search_many(row, k + 1, filters=filters, min_score=min_score, fields=fields, exact=exact)[0]
         return [h for h in hits if h.id != exclude_id][:k]
 
     def search_many(
@@ -528,6 +567,7 @@ class SqliteFaissStore:
         filters: Sequence[FieldFilter] = (),
         min_score: float | None = None,
         fields: Sequence[VectorField] = (VectorField.IMAGE,),
+        exact: bool = False,
     ) -> list[list[Hit]]:
         if not fields:
             raise InvalidItemError("fields names no vector field to search")
@@ -553,12 +593,14 @@ class SqliteFaissStore:
                 f = distinct[0]
                 ranked = [
                     [(seq, (score, f)) for seq, score in found if min_score is None or score >= min_score][:k]
-                    for found in self._search_field_many(f, matrix, k, matching)
+                    for found in self._search_field_many(f, matrix, k, matching, exact)
                 ]
             else:
                 best: list[dict[int, tuple[float, VectorField]]] = [{} for _ in range(len(matrix))]
                 for f in distinct:
-                    for of_query, found in zip(best, self._search_field_many(f, matrix, k, matching), strict=True):
+                    for of_query, found in zip(
+                        best, self._search_field_many(f, matrix, k, matching, exact), strict=True
+                    ):
                         for seq, score in found:
                             if seq not in of_query or score > of_query[seq][0]:
                                 of_query[seq] = (score, f)
@@ -579,9 +621,9 @@ class SqliteFaissStore:
         return [[Hit(rows[s][0], score, rows[s][1], f) for s, (score, f) in found if s in rows] for found in ranked]
 
     def _search_field_many(
-        self, f: VectorField, queries: np.ndarray, k: int, matching: np.ndarray | None
+        self, f: VectorField, queries: np.ndarray, k: int, matching: np.ndarray | None, exact: bool
     ) -> list[list[tuple[int, float]]]:
-        """`_search_field` for every row of `queries`, one index call each."""
+        """(seq, score) pairs of each row of `queries` in field `f`, best first; caller holds the lock."""
         if matching is not None:
             index = self._exact if f is VectorField.IMAGE else self._captions
             if not len(matching):
@@ -591,12 +633,70 @@ class SqliteFaissStore:
         if f is VectorField.CAPTION:
             return _hits_many(self._captions, queries, min(k, self._captions.ntotal))
         ann = self._ann
-        if ann is None:
+        if ann is None or exact:
             return _hits_many(self._exact, queries, min(k, self._exact.ntotal))
-        params = search_parameters(self._spec, ann.kind, np.fromiter(ann.stale, dtype=np.int64))
-        found = _hits_many(ann.index, queries, min(k, ann.index.ntotal), params)
+        self._recent.extend(queries[-_RECENT_QUERIES:].copy())
+        found = self._ann_search(ann, queries, k, np.fromiter(ann.stale, dtype=np.int64))
         recent = _hits_many(ann.delta, queries, min(k, ann.delta.ntotal))
         return [sorted(a + b, key=lambda hit: -hit[1])[:k] for a, b in zip(found, recent, strict=True)]
+
+    def _ann_search(self, ann: _Ann, queries: np.ndarray, k: int, exclude: np.ndarray) -> list[list[tuple[int, float]]]:
+        """The ANN index's hits for each query, a query far from the data searched wider (index.ann.search_ann)."""
+        k = min(k, ann.index.ntotal)
+        if k <= 0:
+            return [[] for _ in range(len(queries))]
+        scores, seqs, far = search_ann(self._spec, ann.kind, ann.index, queries, k, ann.far_below, exclude)
+        self._searches += len(queries)
+        self._far_searches += far
+        return _pairs(scores, seqs)
+
+    def check_recall(self, queries: int = 16, k: int = 10) -> RecallCheck | None:
+        """Measure the ANN index's recall@k against exhaustive search, on up to `queries` recent queries.
+
+        The result is what `index_status` reports until the next check (None:
+        no ANN index, or no query has used it yet). The exhaustive search runs
+        without the store's lock (the ANN index is never changed once serving),
+        so searches and writes go on meanwhile.
+        """
+        with self._lock:
+            ann = self._ann
+            recent = list(self._recent)[-queries:]
+        if ann is None or not recent:
+            return None
+        matrix = np.stack(recent)
+        none = np.empty(0, dtype=np.int64)
+        # One thread: a background check must not take the cores from the searches it checks.
+        faiss.omp_set_num_threads(1)
+        with self._lock:  # _ann_search counts searches, under the lock like every other count
+            found = self._ann_search(ann, matrix, k, none)
+        truth = exhaustive_search(ann.index, ann.kind, matrix, min(k, ann.index.ntotal))
+        shares = [
+            len({s for s, _ in hits} & set(row[row >= 0].tolist())) / max(1, int((row >= 0).sum()))
+            for hits, row in zip(found, truth, strict=True)
+        ]
+        check = RecallCheck(recall=float(np.mean(shares)), k=k, queries=len(recent), measured_at=time.time())
+        with self._lock:
+            if self._ann is ann:
+                self._recall = check
+        return check
+
+    def index_status(self) -> IndexStatus:
+        """The serving index's kind, search settings, and what the last recall check measured."""
+        with self._lock:
+            ann = self._ann
+            spec = self._spec
+            if ann is None:
+                return IndexStatus(type="flat", searches=self._searches, far_searches=self._far_searches)
+            return IndexStatus(
+                type=str(ann.kind),
+                ef_search=spec.hnsw_ef_search if ann.kind is IndexType.HNSW else None,
+                nprobe=spec.ivf_nprobe if ann.kind is IndexType.IVF else None,
+                far_query_effort=spec.far_query_effort,
+                far_below=ann.far_below,
+                searches=self._searches,
+                far_searches=self._far_searches,
+                recall=self._recall,
+            )
 
     def _seq_of(self, item_id: str) -> int:
         row = self._db.execute("SELECT seq FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -639,6 +739,13 @@ class SqliteFaissStore:
             self._lock_file.close()
 
 
+def _sample(seqs: np.ndarray, n: int) -> np.ndarray:
+    """Up to `n` of `seqs`, drawn without replacement, the same ones every time for the same input."""
+    if len(seqs) <= n:
+        return seqs
+    return np.sort(np.random.default_rng(0).choice(seqs, n, replace=False))
+
+
 def _fsync_directory(path: Path) -> None:
     """Make the names created or renamed in `path` durable (a no-op where directories cannot be opened)."""
     try:
@@ -675,6 +782,11 @@ def _hits_many(
     if k <= 0:
         return [[] for _ in range(len(queries))]
     scores, seqs = index.search(queries, k, params=params)
+    return _pairs(scores, seqs)
+
+
+def _pairs(scores: np.ndarray, seqs: np.ndarray) -> list[list[tuple[int, float]]]:
+    """FAISS's result arrays as (seq, score) lists, without its -1 padding."""
     return [
         [(s, d) for s, d in zip(row_seqs, row_scores, strict=True) if s != -1]
         for row_seqs, row_scores in zip(seqs.tolist(), scores.tolist(), strict=True)

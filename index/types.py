@@ -60,6 +60,30 @@ class FieldFilter:
     values: tuple[Scalar, ...]
 
 
+@dataclass(frozen=True)
+class RecallCheck:
+    """What the last recall self-check measured: the ANN index's recall@k against exhaustive search."""
+
+    recall: float
+    k: int
+    queries: int  # recent queries it was measured on
+    measured_at: float  # Unix time
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """The serving index and how it searches (`type` flat: exact, the rest None)."""
+
+    type: str
+    ef_search: int | None = None  # HNSW search breadth
+    nprobe: int | None = None  # IVF lists searched
+    far_query_effort: int | None = None  # breadth multiplier for queries far from the data
+    far_below: float | None = None  # the best-match score under which a query counts as far
+    searches: int = 0  # query vectors the ANN index answered since the store opened
+    far_searches: int = 0  # of which searched wider
+    recall: RecallCheck | None = None
+
+
 class VectorStore(Protocol):
     """A durable store of unit vectors with ids and metadata, searched by cosine similarity."""
 
@@ -106,12 +130,14 @@ class VectorStore(Protocol):
         min_score: float | None = None,
         exclude_id: str | None = None,
         fields: Sequence[VectorField] = (VectorField.IMAGE,),
+        exact: bool = False,
     ) -> list[Hit]:
         """The k items most similar to `query` among those matching every filter, best first.
 
         With several `fields`, an item's score is the highest cosine similarity
         of the query to any of its vectors in those fields (items without a
-        caption are compared by their image alone).
+        caption are compared by their image alone). `exact` compares the query
+        with every stored vector even where an ANN index serves.
         """
         ...
 
@@ -123,12 +149,21 @@ class VectorStore(Protocol):
         filters: Sequence[FieldFilter] = (),
         min_score: float | None = None,
         fields: Sequence[VectorField] = (VectorField.IMAGE,),
+        exact: bool = False,
     ) -> list[list[Hit]]:
         """For each row of the (n, dim) `queries`, what `search` returns for it.
 
         One index call per field for all rows: many queries cost far less than
         as many single searches.
         """
+        ...
+
+    def index_status(self) -> IndexStatus:
+        """The serving index's kind, search settings and last measured recall."""
+        ...
+
+    def check_recall(self, queries: int = 16, k: int = 10) -> RecallCheck | None:
+        """Measure the ANN index's recall@k on recent queries (None: nothing to measure)."""
         ...
 
     def close(self) -> None: ...

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from index.batch import search_each
 from index.errors import StoreError
 from index.store import SqliteFaissStore
+from index.types import VectorStore
 from models.batcher import BatchLimits, MicroBatcher
 from models.blip import load_captioner, load_itm
 from models.captioner import Captioner, CaptionTower, Matcher, MatchTower
@@ -29,8 +32,36 @@ from service.routes import caption, classify, embed, images, openai_compat, sear
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
 # Searches are cheap next to a forward pass: a batch of them may be large.
 MAX_SEARCH_BATCH = 1024
+# The recall self-check logs a warning below this.
+LOW_RECALL = 0.9
+
+
+async def check_recall_every(store: VectorStore, interval_s: float) -> None:
+    """Measure the ANN index's recall on recent queries every `interval_s` seconds, until cancelled.
+
+    A number in /v1/stats and /metrics that says when approximate search starts
+    missing what exact search finds (text queries among images, say).
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            check = await asyncio.to_thread(store.check_recall)
+        except StoreError as exc:  # e.g. the store closed under it at shutdown
+            log.warning("the recall self-check failed: %s", exc)
+            continue
+        if check is not None and check.recall < LOW_RECALL:
+            log.warning(
+                "the %s index found %.2f of the true top %d on %d recent queries; raise its search breadth "
+                "(CLIPSEARCH_STORE__HNSW_EF_SEARCH / IVF_NPROBE / FAR_QUERY_EFFORT) or search with exact",
+                store.index_type,
+                check.recall,
+                check.k,
+                check.queries,
+            )
 
 
 def load_towers(settings: Settings) -> ClipTowers:
@@ -122,6 +153,8 @@ def create_app(
         for part in (encoder, captioner, matcher, searcher):
             if part is not None:
                 part.start()
+        interval = settings.store.recall_check_interval_s
+        checker = asyncio.create_task(check_recall_every(store, interval)) if interval > 0 else None
         app.state.runtime = Runtime(
             settings=settings,
             encoder=encoder,
@@ -135,6 +168,10 @@ def create_app(
         try:
             yield
         finally:
+            if checker is not None:
+                checker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checker
             await asyncio.gather(*(part.stop() for part in (encoder, captioner, matcher) if part is not None))
             await searcher.stop()  # after the encoders: their last callers may still search
             store.close()
@@ -157,6 +194,9 @@ def create_app(
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         if runtime is not None:
             metrics.index_items.set(runtime.store.count())
+            status = runtime.store.index_status()
+            exact = status.type == "flat"
+            metrics.ann_recall.set(1.0 if exact else status.recall.recall if status.recall else math.nan)
             depths = {b.name: b.queue_depth for b in (runtime.encoder.images, runtime.encoder.texts, runtime.searcher)}
             if runtime.captioner is not None:
                 depths["caption"] = runtime.captioner.batcher.queue_depth

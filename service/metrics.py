@@ -36,6 +36,11 @@ class Metrics:
         )
         self.queue_depth = Gauge("clipsearch_queue_depth", "items waiting per tower", ["tower"], registry=r)
         self.index_items = Gauge("clipsearch_index_items", "items in the store", registry=r)
+        self.ann_recall = Gauge(
+            "clipsearch_ann_recall",
+            "ANN recall@10 against exhaustive search on recent queries (1: exact index; NaN: not measured yet)",
+            registry=r,
+        )
         self.model_load_seconds = Gauge("clipsearch_model_load_seconds", "time to load the model and store", registry=r)
 
     def batch_done(self, tower: str, size: int, waits: Sequence[float], seconds: float) -> None:

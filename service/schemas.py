@@ -38,6 +38,12 @@ class RerankRequest(BaseModel):
     top_k: int = Field(ge=1, description="how many of CLIP's best results the ITM model reorders")
 
 
+EXACT_DESCRIPTION = (
+    "compare the query with every stored vector, even where an approximate (ANN) index serves: "
+    "the true top k, at the cost of a full scan (see GET /v1/stats for the index's measured recall)"
+)
+
+
 class TextSearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -59,6 +65,7 @@ class TextSearchRequest(BaseModel):
         description="vectors to compare the query with: the image, the caption's text embedding, or both; "
         "with both, an item scores the higher of the two similarities",
     )
+    exact: bool = Field(False, description=EXACT_DESCRIPTION)
     rerank: RerankRequest | None = Field(
         None, description="reorder CLIP's top_k results by BLIP's image-text matching probability (needs --itm)"
     )
@@ -111,6 +118,7 @@ class TextBatchSearchRequest(BaseModel):
         max_length=len(VectorField),
         description="vectors to compare the queries with, as in text search",
     )
+    exact: bool = Field(False, description=EXACT_DESCRIPTION)
     truncate: bool = Field(
         True, description="queries longer than the model's context are cut to fit; false: refused with 422"
     )
@@ -213,10 +221,37 @@ class ModelOut(BaseModel):
     fallback_reason: str | None = Field(None, description="why the configured model is not the one serving")
 
 
+class RecallOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    recall: float = Field(description="mean recall@k of the ANN searches against exhaustive search of the same index")
+    k: int
+    queries: int = Field(description="how many recent queries it was measured on")
+    measured_at: float = Field(description="Unix time of the check")
+
+
+class IndexStatusOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    type: str = Field(description="flat (exact search), hnsw or ivf")
+    ef_search: int | None = Field(None, description="HNSW search breadth")
+    nprobe: int | None = Field(None, description="IVF lists searched per query")
+    far_query_effort: int | None = Field(
+        None, description="breadth multiplier for a query far from the stored vectors (e.g. text among images)"
+    )
+    far_below: float | None = Field(
+        None, description="a query whose best match scores below this counts as far (calibrated on stored vectors)"
+    )
+    searches: int = Field(description="query vectors the ANN index answered since the server started")
+    far_searches: int = Field(description="of which were far from the data and searched wider")
+    recall: RecallOut | None = Field(
+        None, description="the last recall self-check (null: flat index, or not measured yet)"
+    )
+
+
 class StatsResponse(BaseModel):
     count: int
     dim: int
     index_type: str
+    index: IndexStatusOut = Field(description="the serving index's search settings and measured recall")
     model: ModelOut
     captioner: CaptionModelOut | None = Field(None, description="the BLIP captioner; null: captioning is off")
     itm: CaptionModelOut | None = Field(None, description="the BLIP ITM model; null: reranking is off")

@@ -76,6 +76,16 @@ class StoreSettings(BaseModel):
     ivf_nlist: int | None = Field(None, ge=1, description="IVF lists; unset: about 4 x sqrt(n)")
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs latency)")
     pq_bytes: int = Field(64, ge=1, description="bytes per vector with the pq encoding")
+    far_query_effort: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="search breadth (ef_search, nprobe) multiplier for a query far from the stored vectors, "
+        "such as a text query among images; 1: off",
+    )
+    recall_check_interval_s: float = Field(
+        60.0, ge=0, description="seconds between recall self-checks of the ANN index on recent queries; 0: off"
+    )
 
     def index_spec(self) -> IndexSpec:
         return IndexSpec(
@@ -88,6 +98,7 @@ class StoreSettings(BaseModel):
             ivf_nprobe=self.ivf_nprobe,
             pq_bytes=self.pq_bytes,
             auto_threshold=self.auto_threshold,
+            far_query_effort=self.far_query_effort,
         )
 
 

@@ -13,7 +13,14 @@ from service.deps import EncoderDep, OptionalCaptionerDep, SettingsDep, StoreDep
 from service.errors import ApiError
 from service.ingest import ingest_images
 from service.inputs import check_k, check_metadata, parse_filter, parse_json_field, read_uploads
-from service.schemas import EmbeddingsResponse, ItemOut, ItemPage, ItemsCreated, SearchResponse
+from service.schemas import (
+    EXACT_DESCRIPTION,
+    EmbeddingsResponse,
+    ItemOut,
+    ItemPage,
+    ItemsCreated,
+    SearchResponse,
+)
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -142,12 +149,13 @@ async def similar_images(
     k: Annotated[int, Query()] = 10,
     min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
     filter: Annotated[str | None, Query(description="JSON filter, as in text search")] = None,
+    exact: Annotated[bool, Query(description=EXACT_DESCRIPTION)] = False,
 ) -> SearchResponse:
     """Items most similar to an indexed one (the item itself left out)."""
     check_k(k, settings.limits)
     filters = parse_filter(filter)
     vector = await asyncio.to_thread(store.vector, item_id)
     hits = await asyncio.to_thread(
-        lambda: store.search(vector, k, filters=filters, min_score=min_score, exclude_id=item_id)
+        lambda: store.search(vector, k, filters=filters, min_score=min_score, exclude_id=item_id, exact=exact)
     )
     return SearchResponse.of(hits)

@@ -16,6 +16,7 @@ from service.deps import EncoderDep, RuntimeDep, Searcher, SearcherDep, Settings
 from service.errors import ApiError
 from service.inputs import check_context, check_k, check_text, parse_filter, read_uploads
 from service.schemas import (
+    EXACT_DESCRIPTION,
     BatchSearchResponse,
     SearchHit,
     SearchResponse,
@@ -60,7 +61,9 @@ async def search_text(request: TextSearchRequest, runtime: RuntimeDep) -> Search
     fetch = request.k if rerank is None else max(request.k, rerank.top_k)
     [truncated] = await check_context(encoder, [request.query], truncate=request.truncate, what="the query")
     vector = (await encoder.embed_texts([request.query]))[0]
-    hits = await _search(runtime.searcher, SearchQuery(vector, fetch, tuple(filters), request.min_score, tuple(fields)))
+    hits = await _search(
+        runtime.searcher, SearchQuery(vector, fetch, tuple(filters), request.min_score, tuple(fields), request.exact)
+    )
     if rerank is None or active is None:
         return SearchResponse.of(hits, truncated=truncated)
     reranked = await _rerank(runtime.store, active, request.query, hits, rerank.top_k, request.k)
@@ -91,7 +94,7 @@ async def search_text_batch(request: TextBatchSearchRequest, runtime: RuntimeDep
     truncated = await check_context(runtime.encoder, request.queries, truncate=request.truncate, what="a query")
     vectors = await runtime.encoder.embed_texts(request.queries)
     found = await runtime.searcher.submit(
-        [SearchQuery(v, request.k, filters, request.min_score, fields) for v in vectors]
+        [SearchQuery(v, request.k, filters, request.min_score, fields, request.exact) for v in vectors]
     )
     results: list[list[SearchHit]] = []
     for hits in found:
@@ -132,10 +135,11 @@ async def search_image(
     k: Annotated[int, Form()] = 10,
     min_score: Annotated[float | None, Form(ge=-1, le=1)] = None,
     filter: Annotated[str | None, Form(description="JSON filter, as in text search")] = None,
+    exact: Annotated[bool, Form(description=EXACT_DESCRIPTION)] = False,
 ) -> SearchResponse:
     """Images ranked by cosine similarity to the uploaded image, best first."""
     check_k(k, settings.limits)
     filters = parse_filter(filter)
     uploads = await read_uploads([file], settings.limits)
     vector = await encoder.embed_images(uploads)
-    return SearchResponse.of(await _search(searcher, SearchQuery(vector[0], k, tuple(filters), min_score)))
+    return SearchResponse.of(await _search(searcher, SearchQuery(vector[0], k, tuple(filters), min_score, exact=exact)))

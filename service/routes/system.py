@@ -8,7 +8,14 @@ from fastapi import APIRouter
 
 from service.auth import ReadKey
 from service.deps import EncoderDep, OptionalCaptionerDep, OptionalMatcherDep, StoreDep
-from service.schemas import CaptionModelOut, HealthResponse, ModelOut, ReadyResponse, StatsResponse
+from service.schemas import (
+    CaptionModelOut,
+    HealthResponse,
+    IndexStatusOut,
+    ModelOut,
+    ReadyResponse,
+    StatsResponse,
+)
 
 router = APIRouter(tags=["system"])
 
@@ -33,11 +40,13 @@ async def ready(encoder: EncoderDep, store: StoreDep) -> ReadyResponse:
 async def stats(
     encoder: EncoderDep, store: StoreDep, captioner: OptionalCaptionerDep, matcher: OptionalMatcherDep
 ) -> StatsResponse:
-    """Collection size, index type, and the models serving (BLIP ones null when off)."""
+    """Collection size, the index (its search settings and last measured recall), and the models
+    serving (BLIP ones null when off)."""
     return StatsResponse(
         count=await asyncio.to_thread(store.count),
         dim=store.dim,
         index_type=store.index_type,
+        index=IndexStatusOut.model_validate(await asyncio.to_thread(store.index_status)),
         model=_model_out(encoder),
         captioner=CaptionModelOut.model_validate(captioner.info) if captioner is not None else None,
         itm=CaptionModelOut.model_validate(matcher.info) if matcher is not None else None,

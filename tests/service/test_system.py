@@ -22,6 +22,16 @@ def test_stats_report_count_model_dimension_and_index_type(client):
         "count": 1,
         "dim": 8,
         "index_type": "flat",
+        "index": {
+            "type": "flat",
+            "ef_search": None,
+            "nprobe": None,
+            "far_query_effort": None,
+            "far_below": None,
+            "searches": 0,
+            "far_searches": 0,
+            "recall": None,
+        },
         "model": {
             "name": "fake",
             "pretrained": "none",
