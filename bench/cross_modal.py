@@ -47,7 +47,7 @@ from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, load_clip
 from models.scenes import random_scene, render
 from tests.server import ROOT, ServerProcess
 
-CACHE = ROOT / "artifacts" / "cross_modal"
+DEFAULT_CACHE = ROOT / "artifacts" / "cross_modal"
 K = 10
 
 
@@ -62,13 +62,13 @@ class QuerySet:
     model_args: tuple[str, ...]
 
 
-def demo_set(n: int, count: int) -> QuerySet:
+def demo_set(n: int, count: int, cache: Path) -> QuerySet:
     towers = load_clip(DEMO_MODEL, str(DEMO_CHECKPOINT), "cpu", fallback_to_demo=False)
     # The cache is keyed by the weights: a retrained demo model makes a new set.
     digest = hashlib.sha256(DEMO_CHECKPOINT.read_bytes()).hexdigest()[:12]
-    path = CACHE / f"demo-{digest}-{n}.npy"
+    path = cache / f"demo-{digest}-{n}.npy"
     if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         out = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), mode="w+", dtype=np.float32,
                                         shape=(n, towers.info.dim))  # fmt: skip
         rng = random.Random(0)
@@ -93,13 +93,13 @@ def demo_set(n: int, count: int) -> QuerySet:
     )
 
 
-def clustered_set(n: int, count: int) -> QuerySet:
-    path = CACHE / f"clustered-{n}.npy"
+def clustered_set(n: int, count: int, cache: Path) -> QuerySet:
+    path = cache / f"clustered-{n}.npy"
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2000, LATENT))
     projection = np.linalg.qr(rng.normal(size=(512, LATENT)))[0].T
     if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         np.save(path, clustered(n, 1, centres, projection))
     torch.manual_seed(0)
     towers = load_clip("ViT-B-32", "none", "cpu", fallback_to_demo=False)
@@ -132,13 +132,14 @@ def in_process(qs: QuerySet) -> None:
     settings: dict[IndexType, list[tuple[str, IndexSpec]]] = {
         IndexType.HNSW: [
             ("ef 96 (before)", IndexSpec(type=IndexType.HNSW, far_query_effort=1)),
-            ("ef 256", IndexSpec(type=IndexType.HNSW, hnsw_ef_search=256, far_query_effort=1)),
-            ("ef 96, far x8 (default)", IndexSpec(type=IndexType.HNSW, far_query_effort=8)),
-            ("ef 96, far x16", IndexSpec(type=IndexType.HNSW, far_query_effort=16)),
+            ("ef 1536 for every query", IndexSpec(type=IndexType.HNSW, hnsw_ef_search=1536, far_query_effort=1)),
+            ("ef 96, far x8", IndexSpec(type=IndexType.HNSW, far_query_effort=8)),
+            ("ef 96, far x16 (default)", IndexSpec(type=IndexType.HNSW)),
         ],
         IndexType.IVF: [
-            ("nprobe 32", IndexSpec(type=IndexType.IVF, far_query_effort=1)),
-            ("nprobe 32, far x8 (default)", IndexSpec(type=IndexType.IVF, far_query_effort=8)),
+            ("nprobe 32 (before)", IndexSpec(type=IndexType.IVF, far_query_effort=1)),
+            ("nprobe 64 for every query", IndexSpec(type=IndexType.IVF, ivf_nprobe=64, far_query_effort=1)),
+            ("nprobe 32, far x2 (default)", IndexSpec(type=IndexType.IVF)),
         ],
     }
     for kind, specs in settings.items():
@@ -247,8 +248,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--http", action="store_true", help="measure through the real server instead")
     parser.add_argument("--index", default="auto", help="with --http: the server's index setting")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the generated vectors are kept")
     args = parser.parse_args()
-    qs = (demo_set if args.set == "demo" else clustered_set)(args.n, args.queries)
+    qs = (demo_set if args.set == "demo" else clustered_set)(args.n, args.queries, args.cache)
     if args.http:
         over_http(qs, args.index)
     else:

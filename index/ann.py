@@ -32,9 +32,22 @@ class Encoding(StrEnum):
     PQ = "pq"
 
 
+# A graph walk from a query far from every stored vector needs a much wider
+# search than a list scan does: at 1M, text queries among clustered vectors found
+# 0.98 of their true top 10 with HNSW at efSearch 96 x 16, and 1.00 with IVF at
+# nprobe 32 x 2 (docs/benchmarks.md §7).
+FAR_EFFORT: dict[IndexType, int] = {IndexType.HNSW: 16, IndexType.IVF: 2}
+
+
 @dataclass(frozen=True)
 class IndexSpec:
-    """The configured index; `auto` is flat below `auto_threshold` items and HNSW above."""
+    """The configured index; `auto` is flat below `auto_threshold` items and IVF above.
+
+    IVF rather than HNSW: at 1M clustered vectors both find the true top 10 of
+    queries like the data, but for text queries among image-like vectors HNSW
+    (efSearch 96) found 0.43 of it where IVF (nprobe 32) found 0.98, and IVF
+    built 6x faster (docs/benchmarks.md §7).
+    """
 
     type: IndexType = IndexType.AUTO
     encoding: Encoding = Encoding.FLAT
@@ -45,14 +58,19 @@ class IndexSpec:
     ivf_nprobe: int = 32
     pq_bytes: int = 64  # bytes per vector with the PQ encoding
     auto_threshold: int = 100_000
-    # efSearch / nprobe multiplier for a query far from the data (see `far_threshold`); 1: off.
-    far_query_effort: int = 8
+    # efSearch / nprobe multiplier for a query far from the data (see `far_threshold`); 1: off;
+    # None: what measured enough at 1M (docs/benchmarks.md §7), FAR_EFFORT by index type.
+    far_query_effort: int | None = None
+
+    def far_effort(self, kind: IndexType) -> int:
+        """The breadth multiplier for far queries on an index of `kind`."""
+        return self.far_query_effort if self.far_query_effort is not None else FAR_EFFORT.get(kind, 1)
 
     def resolve(self, count: int) -> IndexType:
         """The index type to use for a collection of `count` items."""
         if self.type is not IndexType.AUTO:
             return self.type
-        return IndexType.HNSW if count >= self.auto_threshold else IndexType.FLAT
+        return IndexType.IVF if count >= self.auto_threshold else IndexType.FLAT
 
     def factory_string(self, kind: IndexType, dim: int, count: int) -> str:
         """The faiss.index_factory description of an ANN index of `kind` for `count` vectors."""
@@ -121,14 +139,15 @@ def search_ann(
     """(scores, seqs) of each query's top `k` in an ANN index (seq -1: none), and how many queries were far.
 
     A query whose best match scores below `far_below` (see `far_threshold`) is
-    searched again with `spec.far_query_effort` times the configured breadth.
+    searched again with `spec.far_effort(kind)` times the configured breadth.
     """
     scores, seqs = index.search(queries, k, params=search_parameters(spec, kind, exclude))
-    if spec.far_query_effort <= 1:
+    effort = spec.far_effort(kind)
+    if effort <= 1:
         return scores, seqs, 0
     far = np.flatnonzero((seqs[:, 0] < 0) | (scores[:, 0] < far_below))
     if len(far):
-        params = search_parameters(spec, kind, exclude, effort=spec.far_query_effort)
+        params = search_parameters(spec, kind, exclude, effort=effort)
         scores[far], seqs[far] = index.search(queries[far], k, params=params)
     return scores, seqs, len(far)
 

@@ -691,7 +691,7 @@ class SqliteFaissStore:
                 type=str(ann.kind),
                 ef_search=spec.hnsw_ef_search if ann.kind is IndexType.HNSW else None,
                 nprobe=spec.ivf_nprobe if ann.kind is IndexType.IVF else None,
-                far_query_effort=spec.far_query_effort,
+                far_query_effort=spec.far_effort(ann.kind),
                 far_below=ann.far_below,
                 searches=self._searches,
                 far_searches=self._far_searches,

@@ -67,21 +67,23 @@ class BlipSettings(BaseModel):
 class StoreSettings(BaseModel):
     data_dir: Path = Field(Path("data"), description="directory of the durable store")
     keep_originals: bool = Field(False, description="keep each uploaded file, served at /v1/images/{id}/original")
-    index: IndexType = Field(IndexType.AUTO, description="flat (exact), hnsw, ivf, or auto (flat below auto_threshold)")
+    index: IndexType = Field(
+        IndexType.AUTO, description="flat (exact), hnsw, ivf, or auto (flat below auto_threshold, ivf above)"
+    )
     encoding: Encoding = Field(Encoding.FLAT, description="ANN vector storage: flat (float32), sq8 or pq")
-    auto_threshold: int = Field(100_000, ge=1, description="collection size at which auto switches to hnsw")
+    auto_threshold: int = Field(100_000, ge=1, description="collection size at which auto switches to ivf")
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree")
     hnsw_ef_construction: int = Field(64, ge=8, le=2048, description="HNSW build breadth")
     hnsw_ef_search: int = Field(96, ge=1, le=4096, description="HNSW search breadth (recall vs latency)")
     ivf_nlist: int | None = Field(None, ge=1, description="IVF lists; unset: about 4 x sqrt(n)")
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs latency)")
     pq_bytes: int = Field(64, ge=1, description="bytes per vector with the pq encoding")
-    far_query_effort: int = Field(
-        8,
+    far_query_effort: int | None = Field(
+        None,
         ge=1,
         le=64,
         description="search breadth (ef_search, nprobe) multiplier for a query far from the stored vectors, "
-        "such as a text query among images; 1: off",
+        "such as a text query among images; 1: off; unset: 16 for hnsw, 2 for ivf",
     )
     recall_check_interval_s: float = Field(
         60.0, ge=0, description="seconds between recall self-checks of the ANN index on recent queries; 0: off"

@@ -108,3 +108,30 @@ def test_the_server_throughput_benchmark_drives_the_bare_route_and_the_service_w
         assert float(rate) > 0 and 0 < float(p50) <= float(p99), out
         assert (int(non_2xx), int(socket_errors)) == (0, 0), out
     assert "service/bare:" in out
+
+
+def test_the_cross_modal_benchmark_finds_text_queries_far_and_reports_recall_per_index_setting(tmp_path):
+    out = run_module("bench.cross_modal", "--set", "demo", "--n", "3000", "--queries", "20", "--cache", str(tmp_path))
+    rows = {line[:36].strip(): numbers(line[36:]) for line in out.splitlines() if line[:4] in ("flat", "hnsw", "ivf ")}
+    assert len(rows) == 8, out  # flat, four HNSW settings, three IVF settings
+    for name, (text_recall, text_p50, text_p99, image_recall, image_p50, image_p99, *far) in rows.items():
+        assert 0.0 <= text_recall <= 1.0 and 0.0 <= image_recall <= 1.0, (name, out)
+        assert 0 < text_p50 <= text_p99 and 0 < image_p50 <= image_p99, (name, out)
+        if "(default)" in name:
+            # Every demo text query is far from the image vectors, and no image query is (about):
+            # half of all queries are searched wider.
+            assert text_recall >= 0.9 and 40 <= far[0] <= 60, (name, out)
+    assert rows["flat    exact"][0] == 1.0
+
+
+def test_the_cross_modal_benchmark_measures_recall_through_the_server_against_exact_requests(tmp_path):
+    out = run_module(
+        "bench.cross_modal", "--set", "demo", "--n", "3000", "--queries", "10", "--http", "--index", "ivf",
+        "--cache", str(tmp_path),
+    )  # fmt: skip
+    assert "serving ivf" in out, out
+    lines = [line for line in out.splitlines() if "recall@10" in line]
+    assert len(lines) == 2, out  # text->image and image->image
+    for line in lines:
+        recall, p50, p99 = (float(x) for x in re.findall(r"(?:recall@10|p50|p99) (\d+(?:\.\d+)?)", line))
+        assert 0.0 <= recall <= 1.0 and 0 < p50 <= p99, out

@@ -81,12 +81,19 @@ def test_filters_give_the_exact_top_k_with_an_ann_index(tmp_path, vectors):
     assert [h.id for h in hits] == expected
 
 
-def test_auto_is_flat_below_the_threshold_and_hnsw_above(tmp_path, vectors):
+def test_auto_is_flat_below_the_threshold_and_ivf_above(tmp_path, vectors):
     store = open_store(tmp_path, IndexSpec(auto_threshold=1000), vectors[:500])
     assert store.index_type == "flat"
     store.upsert([NewItem(v, f"more{i}") for i, v in enumerate(vectors[500:1500])])
     store.wait_for_index()
-    assert store.index_type == "hnsw"
+    assert store.index_type == "ivf"
+
+
+def test_a_store_saved_with_an_hnsw_index_under_auto_rebuilds_it_as_ivf(tmp_path, vectors):
+    open_store(tmp_path, IndexSpec(type=IndexType.HNSW), vectors).close()
+    store = open_store(tmp_path, IndexSpec(auto_threshold=1000), None)
+    assert store.index_type == "ivf"
+    assert store.search(vectors[7], 1)[0].id == "v7"
 
 
 def test_a_saved_ann_index_is_reloaded_on_open_without_a_rebuild(tmp_path, vectors):

@@ -108,6 +108,12 @@ def test_the_status_names_the_serving_index_and_its_breadth(tmp_path, vectors):
     assert (ivf.type, ivf.ef_search, ivf.nprobe) == ("ivf", None, 4)
 
 
+def test_far_queries_search_16_times_wider_in_a_graph_and_twice_as_wide_in_lists_unless_configured():
+    assert IndexSpec().far_effort(IndexType.HNSW) == 16
+    assert IndexSpec().far_effort(IndexType.IVF) == 2
+    assert IndexSpec(far_query_effort=1).far_effort(IndexType.HNSW) == 1
+
+
 def test_a_reloaded_index_still_tells_far_queries_from_near_ones(tmp_path, vectors, far_queries):
     open_store(tmp_path, WIDER, vectors).close()
     reopened = SqliteFaissStore(tmp_path, DIM, "m", WIDER)  # loads the saved index: no rebuild

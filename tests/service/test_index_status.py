@@ -68,7 +68,7 @@ def test_stats_name_the_index_its_breadth_and_how_many_searches_went_wider(hnsw)
     hnsw.post("/v1/search/text", json={"query": "red", "k": 2})
     index = hnsw.get("/v1/stats").json()["index"]
     assert index["type"] == "hnsw"
-    assert (index["ef_search"], index["nprobe"], index["far_query_effort"]) == (96, None, 8)
+    assert (index["ef_search"], index["nprobe"], index["far_query_effort"]) == (96, None, 16)
     assert index["searches"] == 1 and 0 <= index["far_searches"] <= 1
     assert isinstance(index["far_below"], float)
     assert index["recall"] is None  # the self-check is off here
