@@ -11,26 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
 import faiss
 import numpy as np
 
-
-class IndexType(StrEnum):
-    AUTO = "auto"
-    FLAT = "flat"
-    HNSW = "hnsw"
-    IVF = "ivf"
-
-
-class Encoding(StrEnum):
-    """How an ANN index stores vectors: full float32, 8-bit scalar quantised, or product quantised."""
-
-    FLAT = "flat"
-    SQ8 = "sq8"
-    PQ = "pq"
-
+# Re-exported: the vocabularies live in index.options, which imports without faiss.
+from index.options import Encoding as Encoding
+from index.options import IndexType as IndexType
 
 # A graph walk from a query far from every stored vector needs a much wider
 # search than a list scan does: at 1M, text queries among clustered vectors found

@@ -38,6 +38,10 @@ from PIL import Image
 from models.errors import ModelLoadError
 from models.gpu_images import DeviceJpegDecoder, fits_device_decoder
 from models.images import THUMBNAIL_SIZE, crop_extreme_aspect, decode_image, make_thumbnail, prepare_all
+
+# Re-exported: the options live in models.options, which imports without torch.
+from models.options import Pipeline as Pipeline
+from models.options import Precision as Precision
 from models.pixels import PixelSpec, normalise, pixel_spec, resize_crop
 from models.text_graphs import TextGraphs
 
@@ -108,18 +112,6 @@ class WeightsKind(StrEnum):
     HF_HUB = "hf-hub"
     FILE = "file"
     NONE = "none"
-
-
-class Pipeline(StrEnum):
-    FAST = "fast"
-    REFERENCE = "reference"
-
-
-class Precision(StrEnum):
-    AUTO = "auto"
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
 
 
 @dataclass(frozen=True)

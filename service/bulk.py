@@ -14,15 +14,15 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from client import Client, ClipsearchError
 from index.errors import StoreError
 from index.types import VectorStore
-from models.clip import ClipTowers
-from models.encoder import Encoder
 from models.errors import InvalidImageError
-from service.ingest import ingest_images
+
+if TYPE_CHECKING:
+    from models.clip import ClipTowers
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
@@ -107,12 +107,15 @@ class LocalSink:
     The towers run behind an Encoder (the service's micro-batchers) on an event
     loop of the sink's own, so a locally indexed item gets what an uploaded one
     gets: the same decode, embedding, thumbnail and, where configured, original.
-    Call `close()` when done.
+    Call `close()` when done. The model's modules are imported here, not at the
+    top: indexing to a server must start without torch.
     """
 
     def __init__(
         self, towers: ClipTowers, store: VectorStore, *, max_pixels: int, keep_originals: bool, batch_size: int
     ) -> None:
+        from models.encoder import Encoder
+
         self._store = store
         self._keep_originals = keep_originals
         self._runner = asyncio.Runner()
@@ -128,6 +131,8 @@ class LocalSink:
         return self._store.known_ids(ids)
 
     def add(self, batch: Sequence[Found]) -> None:
+        from service.ingest import ingest_images
+
         self._runner.run(
             ingest_images(
                 self._encoder,

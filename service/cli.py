@@ -1,4 +1,11 @@
-"""The `clipsearch` command line."""
+"""The `clipsearch` command line.
+
+Only what every command needs is imported here: torch, open_clip, faiss and
+transformers take seconds to import, so the commands that need them (serve,
+import, export, local indexing) import them when they run, and `--help`,
+`search` and `index --server` start in about a second
+(tests/service/test_cli.py checks which modules an HTTP-only command loads).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +13,27 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import numpy as np
 import typer
-import uvicorn
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, track
 from rich.table import Table
 
 from client import Client, ClipsearchError
 from client.client import DEFAULT_URL
-from index.ann import IndexSpec, IndexType
 from index.errors import InvalidItemError, StoreError
 from index.metadata import validate_metadata
-from index.store import DB_FILE, SqliteFaissStore, read_collection
-from index.types import NewItem
-from models.clip import Precision, model_dim
+from index.options import IndexType
 from models.errors import ModelLoadError
-from service.app import create_app, load_towers
-from service.bulk import LocalSink, ServerSink, index_paths
-from service.logs import configure_logging
-from service.settings import Settings
+from models.options import Precision
+from service.bulk import ServerSink, index_paths
+
+if TYPE_CHECKING:
+    from service.schemas import SearchHit
+    from service.settings import Settings
 
 cli = typer.Typer(help="Zero-shot image–text retrieval with CLIP and FAISS.", no_args_is_help=True)
 
@@ -42,6 +45,11 @@ def _group() -> None:
 
 def build_settings(overrides: dict[str, Any]) -> Settings:
     """Settings from the environment, with the options given on the command line on top."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from service.settings import Settings
+
     given: dict[str, Any] = {}
     for dotted, value in overrides.items():
         if value is None:
@@ -97,6 +105,11 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP service."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.logs import configure_logging
+
     settings = build_settings(
         {
             "host": host,
@@ -131,6 +144,8 @@ def _read_lines(path: Path, expected: int, what: str) -> list[str]:
 
 def _stored_dim(data_dir: Path) -> int | None:
     """The dimension recorded in an existing store, read without opening it for writing."""
+    from index.store import DB_FILE
+
     if not (data_dir / DB_FILE).exists():
         return None
     with sqlite3.connect(f"file:{data_dir / DB_FILE}?mode=ro", uri=True) as db:
@@ -164,6 +179,11 @@ def import_vectors(
     Vectors are checked against the store's (or the model's) dimension, normalised,
     and written durably like any other write. Stop the server on that directory first.
     """
+    from index.ann import IndexSpec
+    from index.store import SqliteFaissStore
+    from index.types import NewItem
+    from models.clip import model_dim
+
     settings = build_settings({"store.data_dir": data_dir, "model.name": model})
     array = np.load(vectors, mmap_mode="r")
     if array.ndim != 2:
@@ -245,10 +265,30 @@ def search(
     except httpx.TransportError as exc:
         typer.echo(f"error: cannot reach {server}: {exc}", err=True)
         raise typer.Exit(1) from None
-    table = Table("rank", "id", "score", "metadata")
+    console = Console()
+    console.print(results_table(hits, console.width))
+
+
+def results_table(hits: list[SearchHit], width: int) -> Table:
+    """Rank, id, score and metadata for a terminal `width` columns wide.
+
+    Ids are printed whole, so they can be copied into the next command: the id
+    column is as wide as the longest id, as far as the terminal allows, and the
+    metadata column gives way first; an id wider than that is folded onto the
+    next lines, never cut short.
+    """
+    # Widths set here, not measured by rich, which would let an unbreakable word push the table past the terminal.
+    fixed = len("rank") + len("-0.0000") + 5 + 2 * 4  # the rank and score columns, 5 borders, padding
+    room = max(width - fixed, 16)
+    id_width = min(max((len(hit.id) for hit in hits), default=2), room - 8)
+    table = Table()
+    table.add_column("rank", no_wrap=True)
+    table.add_column("id", width=id_width, overflow="fold")
+    table.add_column("score", no_wrap=True)
+    table.add_column("metadata", width=room - id_width, overflow="fold")
     for rank, hit in enumerate(hits, start=1):
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", json.dumps(hit.metadata))
-    Console().print(table)
+    return table
 
 
 @cli.command("export")
@@ -260,6 +300,8 @@ def export_collection(
     data_dir: Annotated[Path | None, typer.Option(help="store directory [env CLIPSEARCH_STORE__DATA_DIR]")] = None,
 ) -> None:
     """Write a collection out (a server may keep running on it); `clipsearch import` reads it back."""
+    from index.store import read_collection
+
     settings = build_settings({"store.data_dir": data_dir})
     try:
         dim, model, chunks = read_collection(settings.store.data_dir)
@@ -351,6 +393,10 @@ def index_folders(
             with Client(server, api_key=api_key) as client:
                 summary = index_paths(paths, ServerSink(client), batch_size, progress)
         else:
+            from index.store import SqliteFaissStore
+            from service.app import load_towers
+            from service.bulk import LocalSink
+
             settings = build_settings({"store.data_dir": data_dir, "model.name": model, "model.pretrained": pretrained})
             towers = load_towers(settings)
             store = SqliteFaissStore(

@@ -9,9 +9,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from index.ann import Encoding, IndexSpec, IndexType
+from index.ann import IndexSpec
 from index.metadata import MAX_METADATA_BYTES
-from models.clip import Pipeline, Precision
+from index.options import Encoding, IndexType
+from models.options import Pipeline, Precision
 
 
 class ModelSettings(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 from typer.testing import CliRunner
@@ -82,12 +83,20 @@ def test_the_clients_search_many_texts_in_one_request(server):
 
 
 @pytest.mark.e2e
-def test_clipsearch_search_prints_a_table_of_results(server):
+def test_clipsearch_search_prints_a_table_of_results_with_whole_ids(server):
+    image = png(one_object("circle", "purple", 6))
+    content_id = hashlib.sha256(image).hexdigest()[:32]  # as `clipsearch index` names it
+    long_path = "/home/someone/Pictures/2024/summer/a-rather-long-folder-name/purple-circle.png"
     with Client(server.url) as client:
-        client.add_images([png(one_object("circle", "purple", 6))], ids=["purple-circle"])
-    result = CliRunner().invoke(cli, ["search", "a purple circle", "--k", "2", "--server", server.url])
+        client.add_images([image], ids=[content_id], metadata=[{"path": long_path}])
+    result = CliRunner().invoke(
+        cli, ["search", "a purple circle", "--k", "2", "--server", server.url], env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.output
-    assert "purple-circle" in result.output and "score" in result.output
+    assert "score" in result.output
+    # The id on one line, whole, ready to copy; the long metadata is folded instead.
+    assert any(f"│ {content_id} │" in line for line in result.output.splitlines()), result.output
+    assert "…" not in result.output
 
 
 def test_clipsearch_search_says_when_the_server_cannot_be_reached():

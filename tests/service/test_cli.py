@@ -2,15 +2,21 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from index.errors import ItemNotFoundError
 from index.store import SqliteFaissStore
 from index.types import NewItem, VectorField
-from service.cli import cli
+from service.cli import cli, results_table
+from service.schemas import SearchHit
+from tests.server import ROOT
 
 runner = CliRunner()
 
@@ -155,3 +161,59 @@ def test_a_non_json_list_in_the_environment_gets_one_clear_message_not_a_traceba
     assert 'error parsing value for field "auth"' in said
     assert "Lists and objects in CLIPSEARCH_ variables are JSON" in said
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("width", [80, 64])
+def test_the_search_table_prints_whole_ids_however_narrow_the_terminal(width):
+    long_id = "0123456789abcdef" * 2
+    hits = [
+        SearchHit(id=long_id, score=0.3123, metadata={"path": "/home/someone/Pictures/2024/summer/holiday/photo.jpg"}),
+        SearchHit(id="short", score=0.2, metadata={}),
+    ]
+    console = Console(width=width, record=True)
+    console.print(results_table(hits, width))
+    lines = console.export_text().splitlines()
+    assert any(long_id in line for line in lines)
+    assert any("│ short " in line for line in lines)
+    assert all(len(line) <= width for line in lines)
+
+
+def test_an_id_wider_than_the_terminal_is_folded_onto_the_next_lines_not_cut():
+    long_id = "q" * 100  # a letter no header holds
+    console = Console(width=60, record=True)
+    console.print(results_table([SearchHit(id=long_id, score=0.5, metadata={"x": 1})], 60))
+    text = console.export_text()
+    assert "…" not in text
+    assert "".join(re.findall(r"q+", text)) == long_id
+    assert '{"x": 1}' in text and "0.5000" in text
+
+
+HEAVY_MODULES = ("torch", "faiss", "open_clip", "transformers")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["search", "a red circle", "--server", "http://127.0.0.1:9"],
+        ["index", "--server", "http://127.0.0.1:9", "PHOTOS"],
+    ],
+    ids=["help", "serve-help", "search", "index-to-a-server"],
+)
+def test_help_and_the_http_only_commands_never_import_the_model_or_index_libraries(args, tmp_path):
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "red.png")
+    args = [str(tmp_path) if arg == "PHOTOS" else arg for arg in args]
+    # A fresh interpreter: this test process has imported them all already.
+    script = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from service.cli import cli\n"
+        f"result = CliRunner().invoke(cli, {args!r})\n"
+        f"print(json.dumps([result.exit_code, [m for m in {HEAVY_MODULES!r} if m in sys.modules]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    exit_code, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded == []
+    assert exit_code == (0 if "--help" in args else 1)  # 1: the server cannot be reached, said in one line
