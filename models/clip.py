@@ -19,7 +19,8 @@ import copy
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
@@ -35,6 +36,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import text_global_pool
 from PIL import Image
 
+from models import hub
 from models.errors import ModelLoadError
 from models.gpu_images import DeviceJpegDecoder, fits_device_decoder
 from models.images import THUMBNAIL_SIZE, crop_extreme_aspect, decode_image, make_thumbnail, prepare_all
@@ -53,6 +55,11 @@ DEMO_CHECKPOINT = Path(__file__).parent / "weights" / "demo.pt"
 # Weights used when --pretrained is not given.
 DEFAULT_PRETRAINED: dict[str, str] = {"ViT-B-32": "laion2b_s34b_b79k", DEMO_MODEL: str(DEMO_CHECKPOINT)}
 NO_WEIGHTS = "none"
+# What a user must know while the demo model serves: said at start-up, on the page and in the README.
+DEMO_NOTICE = (
+    "a toy CLIP trained on generated coloured shapes, not on photographs; "
+    "load real weights with --pretrained (see the README, 'Real weights')"
+)
 
 _registry_lock = threading.Lock()
 
@@ -534,21 +541,63 @@ def load_clip(
     torch_device = resolve_device(device)
     placement = Placement(torch_device, resolve_precision(precision, torch_device))
     kind = classify_weights(name, spec)
+    fetched = kind in (WeightsKind.TAG, WeightsKind.HF_HUB)
+    # Where the hub cannot be reached, only its local cache is read: a failure is then one line, at once.
+    unreachable = hub.unreachable_reason() if fetched else None
     try:
-        return _load(name, spec, kind, placement, Pipeline(pipeline))
+        if unreachable is None:
+            with _open_clip_quiet():
+                return _load(name, spec, kind, placement, Pipeline(pipeline))
+        with hub.offline(), _open_clip_quiet(offline=True):
+            return _load(name, spec, kind, placement, Pipeline(pipeline))
     except ModelLoadError as exc:
-        if not (fallback_to_demo and kind in (WeightsKind.TAG, WeightsKind.HF_HUB)):
+        if not (fallback_to_demo and fetched):
+            if unreachable is not None:
+                raise ModelLoadError(f"{_not_cached(name, spec, unreachable)}: {exc}") from exc
             raise
-        reason = str(exc)
+        reason = _not_cached(name, spec, unreachable) if unreachable is not None else str(exc).splitlines()[0]
     log.warning(
-        "could not fetch weights %s for %s (%s); serving the bundled demo model instead "
-        "(set CLIPSEARCH_MODEL__FALLBACK_TO_DEMO=false to fail instead)",
-        spec,
-        name,
-        reason.splitlines()[0],
+        "%s; serving the bundled demo model instead: %s (set CLIPSEARCH_MODEL__FALLBACK_TO_DEMO=false to fail instead)",
+        reason,
+        DEMO_NOTICE,
     )
-    towers = _load(DEMO_MODEL, str(DEMO_CHECKPOINT), WeightsKind.FILE, placement, Pipeline(pipeline))
-    return replace(towers, info=replace(towers.info, fallback_reason=f"{name} {spec}: {reason}"))
+    with _open_clip_quiet():
+        towers = _load(DEMO_MODEL, str(DEMO_CHECKPOINT), WeightsKind.FILE, placement, Pipeline(pipeline))
+    return replace(towers, info=replace(towers.info, fallback_reason=reason))
+
+
+class _QuietPackage(logging.Filter):
+    """Drops the records a package logs below `level` (with the root logger's own calls, as open_clip does)."""
+
+    def __init__(self, directory: Path, level: int) -> None:
+        super().__init__()
+        self._directory = str(directory)
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self._level or not record.pathname.startswith(self._directory)
+
+
+@contextmanager
+def _open_clip_quiet(offline: bool = False) -> Iterator[None]:
+    """Meanwhile, open_clip's ten lines of progress per load are kept for debug logging only (load_clip
+    says what was loaded in one), and offline its errors too: they restate the failure load_clip explains."""
+    level = logging.CRITICAL + 1 if offline else logging.WARNING
+    if log.isEnabledFor(logging.DEBUG):
+        level = logging.NOTSET
+    quiet = _QuietPackage(Path(open_clip.__file__).parent, level)
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _not_cached(name: str, spec: str, unreachable: str) -> str:
+    return (
+        f"cannot fetch weights {spec} for {name}: {unreachable}, and they are not in the local cache {hub.cache_dir()}"
+    )
 
 
 def _load(name: str, spec: str, kind: WeightsKind, placement: Placement, pipeline: Pipeline) -> ClipTowers:

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from models.clip import DEMO_MODEL, register_bundled_configs
 from models.scenes import Scene, SceneObject, render, scene_set
-from tests.server import ServerProcess
+from tests.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -73,11 +74,18 @@ def test_an_add_acknowledged_just_before_kill_9_is_there_after_restart(tmp_path)
         server.stop()
 
 
+def no_network(cache: Path) -> dict[str, str]:
+    """A host without network, as a newcomer's may be: HF_HUB_OFFLINE unset, the hub at a port where
+    nothing listens, an empty weights cache."""
+    return {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", "HF_HUB_CACHE": str(cache)}
+
+
 @pytest.fixture(scope="module")
 def fallback_server(tmp_path_factory) -> Iterator[ServerProcess]:
     """One server for the tests that need no fresh one: started without --model, so the default
-    weights cannot be fetched (offline) and it serves the demo model (which the fallback test checks)."""
-    with ServerProcess(tmp_path_factory.mktemp("fallback") / "data") as server:
+    weights cannot be fetched and it serves the demo model (which the fallback test checks)."""
+    folder = tmp_path_factory.mktemp("fallback")
+    with ServerProcess(folder / "data", env=no_network(folder / "hub-cache")) as server:
         yield server
 
 
@@ -116,10 +124,16 @@ def test_default_weights_that_cannot_be_fetched_fall_back_to_the_demo_model(fall
     log = fallback_server.log()
     fallback_lines = [line for line in log.splitlines() if "serving the bundled demo model instead" in line]
     assert len(fallback_lines) == 1
+    # A host without network, as a newcomer's: one warning, not a minute of the hub's retries.
+    start_up = log.split("Application startup complete")[0]
+    assert [line for line in start_up.splitlines() if " WARNING " in line or " ERROR " in line] == fallback_lines
+    assert "Retrying" not in log
+    assert "cannot be reached" in fallback_lines[0] and "trained on generated coloured shapes" in fallback_lines[0]
 
 
 def test_with_the_fallback_off_start_up_fails_with_a_clear_message(tmp_path):
-    server = ServerProcess(tmp_path / "data", env={"CLIPSEARCH_MODEL__FALLBACK_TO_DEMO": "false"})
+    env = {**no_network(tmp_path / "hub-cache"), "CLIPSEARCH_MODEL__FALLBACK_TO_DEMO": "false"}
+    server = ServerProcess(tmp_path / "data", env=env)
     with pytest.raises(RuntimeError, match="server exited"):
         server.start()
     assert "cannot load ViT-B-32 with weights laion2b_s34b_b79k" in server.log()

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +11,11 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants as hf_constants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from safetensors.torch import save_file
 
 from models.clip import (
     DEMO_MODEL,
@@ -31,6 +36,7 @@ from models.pixels import normalise
 from models.scenes import render, scene_set
 from models.text_graphs import BATCH_BUCKETS, bucket, pad_tokens
 from tests.models.photos import photo_jpegs
+from tests.server import free_port
 
 TEXTS = ["a red circle", "a small blue star on the left and a large green square at the top", "wow!", "!!", "x"]
 NON_ASCII = ["café crème brûlée", "東京の夜景", "🐱 on a sofa", "Zürich — Straße", "ÅÄÖ åäö"]
@@ -179,6 +185,63 @@ def test_an_hf_hub_id_is_fetched_from_the_hub_and_fails_clearly_offline():
         ModelLoadError, match=r"cannot load .* with weights hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
     ):
         load_clip("ViT-B-32", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "cpu", fallback_to_demo=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """The hub at an address where nothing listens, HF_HUB_OFFLINE unset, an empty cache: a host without network."""
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    return tmp_path / "hub-cache"
+
+
+def test_without_network_the_fallback_is_one_warning_at_once_not_a_minute_of_hub_retries(no_network, caplog):
+    caplog.set_level(logging.INFO)
+    started = time.monotonic()
+    towers = load_clip("ViT-B-32", None, "cpu", fallback_to_demo=True)
+    assert time.monotonic() - started < 20  # huggingface_hub's retries took 47 s here
+    assert towers.info.name == DEMO_MODEL
+    assert "127.0.0.1 cannot be reached" in (towers.info.fallback_reason or "")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "serving the bundled demo model instead" in warnings[0]
+    assert "trained on generated coloured shapes" in warnings[0]
+    assert "not in the local cache" in warnings[0]
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub") or r.name == "root"]
+
+
+def test_without_network_and_without_fallback_the_error_says_the_hub_is_unreachable(no_network):
+    with pytest.raises(ModelLoadError, match=r"127\.0\.0\.1 cannot be reached.*not in the local cache"):
+        load_clip("ViT-B-32", None, "cpu", fallback_to_demo=False)
+
+
+def test_without_network_weights_in_the_local_hub_cache_are_served(no_network, checkpoint):
+    # As copied from a connected host's ~/.cache/huggingface/hub: config and weights of one hub repo.
+    snapshot = no_network / "models--someone--demo-copy" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (no_network / "models--someone--demo-copy" / "refs").mkdir()
+    (no_network / "models--someone--demo-copy" / "refs" / "main").write_text("0" * 40)
+    register_bundled_configs()
+    config = {"model_cfg": open_clip.get_model_config(DEMO_MODEL), "preprocess_cfg": {}}
+    (snapshot / "open_clip_config.json").write_text(json.dumps(config))
+    state = torch.load(checkpoint, map_location="cpu")["state_dict"]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "open_clip_model.safetensors"))
+
+    towers = load_clip("ViT-B-32", "hf-hub:someone/demo-copy", "cpu", fallback_to_demo=True, precision="fp32")
+    assert (towers.info.name, towers.info.fallback_reason) == ("hf-hub:someone/demo-copy", None)
+    reference = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False, precision="fp32")
+    np.testing.assert_allclose(towers.text.encode(TEXTS), reference.text.encode(TEXTS), atol=1e-5)
+
+
+def test_a_safetensors_checkpoint_file_loads_like_the_torch_one(checkpoint, tmp_path):
+    # The README's air-gapped recipe: copy open_clip_model.safetensors over and name it with --pretrained.
+    state = torch.load(checkpoint, map_location="cpu")["state_dict"]
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    towers = load_clip(DEMO_MODEL, str(path), "cpu", fallback_to_demo=False, precision="fp32")
+    reference = load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False, precision="fp32")
+    np.testing.assert_allclose(towers.text.encode(TEXTS), reference.text.encode(TEXTS), atol=1e-5)
 
 
 def test_asking_for_cuda_without_a_gpu_is_a_load_error():
