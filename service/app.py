@@ -20,7 +20,7 @@ from index.types import VectorStore
 from models.batcher import BatchLimits, MicroBatcher
 from models.blip import load_captioner, load_itm
 from models.captioner import Captioner, CaptionTower, Matcher, MatchTower
-from models.clip import ClipTowers, load_clip, set_torch_threads
+from models.clip import DEMO_MODEL, DEMO_NOTICE, ClipTowers, load_clip, set_torch_threads
 from models.encoder import Encoder
 from models.errors import ModelError
 from service.deps import Runtime, Searcher
@@ -29,6 +29,7 @@ from service.limits import install_limits
 from service.logs import install_request_ids
 from service.metrics import Metrics, install_metrics
 from service.routes import caption, classify, embed, images, openai_compat, search, system, web
+from service.served_by import install_model_header
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ def create_app(
             captioner=captioner,
             matcher=matcher,
         )
-        log.info("serving %s with %d items from %s", loaded.info.name, store.count(), settings.store.data_dir)
+        demo = f" ({DEMO_NOTICE})" if loaded.info.name == DEMO_MODEL and loaded.info.fallback_reason is None else ""
+        log.info("serving %s%s with %d items from %s", loaded.info.name, demo, store.count(), settings.store.data_dir)
         try:
             yield
         finally:
@@ -208,6 +210,7 @@ def create_app(
     install_error_handlers(app)
     install_limits(app, settings)
     install_metrics(app, metrics, refresh_gauges)
+    install_model_header(app)
     install_request_ids(app)  # outermost: every log line of the request carries its id
     # Search first: routes are matched in order, and searches are the most frequent
     # requests (matching them after the others was a tenth of their event-loop time).

@@ -267,6 +267,20 @@ class ReadyResponse(BaseModel):
     count: int
 
 
+class LimitsResponse(BaseModel):
+    """The request limits a client must keep to (CLIPSEARCH_LIMITS__*), e.g. to send many files in batches."""
+
+    model_config = ConfigDict(from_attributes=True)
+    max_files: int = Field(description="most files in one request (adding images, embedding images, captioning)")
+    max_upload_bytes: int = Field(description="largest image file")
+    max_k: int = Field(description="most results one search returns")
+    max_text_chars: int = Field(description="longest query, label or text")
+    max_texts: int = Field(description="most texts in one embed request")
+    max_labels: int = Field(description="most labels in one classify request")
+    max_batch_queries: int = Field(description="most queries in one batch search request")
+    max_metadata_bytes: int = Field(description="largest metadata object, as JSON (UTF-8 bytes)")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -7,11 +7,12 @@ import asyncio
 from fastapi import APIRouter
 
 from service.auth import ReadKey
-from service.deps import EncoderDep, OptionalCaptionerDep, OptionalMatcherDep, StoreDep
+from service.deps import EncoderDep, OptionalCaptionerDep, OptionalMatcherDep, SettingsDep, StoreDep
 from service.schemas import (
     CaptionModelOut,
     HealthResponse,
     IndexStatusOut,
+    LimitsResponse,
     ModelOut,
     ReadyResponse,
     StatsResponse,
@@ -34,6 +35,12 @@ async def health() -> HealthResponse:
 async def ready(encoder: EncoderDep, store: StoreDep) -> ReadyResponse:
     """The model and the store are loaded; says which model is serving."""
     return ReadyResponse(model=_model_out(encoder), count=await asyncio.to_thread(store.count))
+
+
+@router.get("/v1/limits", response_model=LimitsResponse, dependencies=[ReadKey])
+async def limits(settings: SettingsDep) -> LimitsResponse:
+    """The request limits this server enforces: the search page sends added files in batches of `max_files`."""
+    return LimitsResponse.model_validate(settings.limits)
 
 
 @router.get("/v1/stats", response_model=StatsResponse, dependencies=[ReadKey])

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from fastapi.testclient import TestClient
 
 from index.ann import IndexType
 from service.app import create_app
-from service.settings import BatchingSettings, LimitSettings, StoreSettings
+from service.settings import BatchingSettings, LimitSettings, Settings, StoreSettings
 from tests.fakes import fake_towers, image_bytes
 
 
@@ -123,3 +124,41 @@ def test_a_request_past_the_timeout_answers_503(settings):
             "code": "timeout",
             "message": "the request took longer than 0.2 s and was stopped",
         }
+
+
+def test_every_search_classify_and_embed_response_names_the_serving_model_in_a_header(client):
+    client.post("/v1/images", files=[("files", ("r.png", image_bytes("red")))], data={"ids": ["r"]})
+    answers = [
+        client.post("/v1/search/text", json={"query": "red"}),
+        client.post("/v1/search/text/batch", json={"queries": ["red", "blue"]}),
+        client.post("/v1/search/image", files={"file": ("q.png", image_bytes("red"))}),
+        client.get("/v1/images/r/similar"),
+        client.post("/v1/classify", files={"file": ("q.png", image_bytes("red"))}, data={"labels": ["red", "blue"]}),
+        client.post("/v1/embed/text", json={"texts": ["red"]}),
+        client.post("/v1/embeddings", json={"model": "clipsearch", "input": "red"}),
+        client.post("/v1/search/text", json={"query": ""}),  # errors too
+    ]
+    assert [a.headers["X-Clipsearch-Model"] for a in answers] == ["fake"] * len(answers)
+    assert [a.status_code for a in answers[:-1]] == [200] * (len(answers) - 1)
+
+
+def test_while_the_demo_model_serves_the_header_says_demo(settings):
+    towers = fake_towers()
+    demo = replace(towers, info=replace(towers.info, name="demo"))
+    with TestClient(create_app(settings, towers=demo)) as client:
+        answer = client.post("/v1/search/text", json={"query": "red"})
+    assert answer.status_code == 200
+    assert answer.headers["X-Clipsearch-Model"] == "demo"
+
+
+def test_limits_tell_a_client_how_many_files_one_request_may_carry(tmp_path):
+    settings = Settings(store=StoreSettings(data_dir=tmp_path / "data"), limits=LimitSettings(max_files=5))
+    with TestClient(create_app(settings, towers=fake_towers())) as client:
+        limits = client.get("/v1/limits").json()
+        assert limits["max_files"] == 5
+        assert limits["max_upload_bytes"] == 20 * 1024 * 1024 and limits["max_k"] == 1000
+        six = [("files", (f"{i}.png", image_bytes("red"))) for i in range(6)]
+        refused = client.post("/v1/images", files=six)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"] == "6 files sent; at most 5 per request"
+        assert client.post("/v1/images", files=six[:5]).status_code == 201
