@@ -184,6 +184,9 @@ def create_app(
         description="Zero-shot image–text retrieval with CLIP and FAISS.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # /docs is served from local files by service/routes/web.py; ReDoc would need a CDN, so it is off.
+        docs_url=None,
+        redoc_url=None,
         # The multipart parser's own caps sit above ours, so our checks (and messages) are the ones users meet.
         form_limits={
             "max_fields": settings.limits.max_form_fields,
@@ -217,4 +220,5 @@ def create_app(
     for module in (search, system, images, classify, caption, embed, openai_compat, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    app.mount(web.DOCS_ASSETS, StaticFiles(directory=web.SWAGGER_UI_DIR), name="docs-assets")
     return app

@@ -162,3 +162,14 @@ def test_limits_tell_a_client_how_many_files_one_request_may_carry(tmp_path):
         assert refused.status_code == 400
         assert refused.json()["error"]["message"] == "6 files sent; at most 5 per request"
         assert client.post("/v1/images", files=six[:5]).status_code == 201
+
+
+def test_the_api_docs_page_and_its_assets_come_from_this_server_not_a_cdn(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text and "/docs-assets/swagger-ui.css" in page.text
+    assert "https://" not in page.text
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.text
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN: off
