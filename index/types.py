@@ -170,11 +170,11 @@ class VectorStore(Protocol):
 
 
 def validate_id(item_id: str) -> str:
-    """Ids are 1..128 characters of letters, digits and `._:@-`, starting with a letter or digit."""
+    """Ids are 1..128 ASCII characters: letters, digits and `._:@-`, starting with a letter or digit."""
     if len(item_id) > MAX_ID_LENGTH:
         raise InvalidItemError(f"id is {len(item_id)} characters long; the limit is {MAX_ID_LENGTH}")
     if not _ID_PATTERN.fullmatch(item_id):
         raise InvalidItemError(
-            f"id {item_id!r} is not allowed: use letters, digits and . _ : @ - (starting with a letter or digit)"
+            f"id {item_id!r} is not allowed: use ASCII letters, digits and . _ : @ - (starting with a letter or digit)"
         )
     return item_id

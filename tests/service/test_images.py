@@ -4,6 +4,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -79,6 +80,16 @@ def test_an_id_with_path_characters_is_refused(client):
     response = upload(client, ["red"], ids=["../../etc/passwd"])
     assert response.status_code == 400
     assert "is not allowed" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("item_id", ["café", "東京", "ümlaut"])
+def test_an_id_with_a_letter_outside_ascii_is_refused_and_the_message_says_ascii(client, item_id):
+    response = upload(client, ["red"], ids=[item_id])
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        f"id {item_id!r} is not allowed: use ASCII letters, digits and . _ : @ - (starting with a letter or digit)"
+    )
+    assert client.get("/v1/stats").json()["count"] == 0
 
 
 def test_get_returns_an_item_and_404_for_an_unknown_id(client):
