@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 
@@ -66,6 +67,10 @@ def test_indexing_straight_into_a_data_directory(photos, tmp_path):
     # The first path met for each content wins: the link comes before the folder it points into.
     names = sorted(item.metadata["path"].rsplit("/", 1)[-1] for item in store.page(0, 10))
     assert names == ["a.png", "c.png", "link-to-b.png"]
+    # Each is named by its content: the first 32 hex digits of the SHA-256 of its bytes (as the page names it).
+    contents = [(photos / "a.png"), (photos / "2024" / "b.PNG"), (photos / "2024" / "summer" / "c.png")]
+    expected = {hashlib.sha256(path.read_bytes()).hexdigest()[:32] for path in contents}
+    assert {item.id for item in store.page(0, 10)} == expected
     store.close()
 
 

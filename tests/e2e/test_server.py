@@ -209,6 +209,14 @@ def test_the_official_openai_client_gets_clip_text_embeddings(fallback_server):
     np.testing.assert_allclose([d.embedding for d in result.data], ours, atol=1e-6)
 
 
+def test_under_the_demo_fallback_the_readmes_openai_example_works_and_the_configured_name_is_refused(fallback_server):
+    oai = openai.OpenAI(base_url=f"{fallback_server.url}/v1", api_key="unused")
+    assert [m.id for m in oai.models.list()] == ["demo", "clipsearch"]
+    assert len(oai.embeddings.create(model="clipsearch", input=["a cat on a sofa"]).data[0].embedding) == 64
+    with pytest.raises(openai.NotFoundError, match="model 'ViT-B-32' is not served here; use 'demo'"):
+        oai.embeddings.create(model="ViT-B-32", input=["a cat on a sofa"])
+
+
 SECRET = "a-secret-key-0123456789"
 
 
