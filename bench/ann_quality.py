@@ -72,7 +72,7 @@ def main() -> None:
     flat_p50 = percentile(flat_latencies, 50)
     print(f"{args.n} vectors, {args.dim}-d, {args.queries} queries, {faiss.omp_get_max_threads()} threads")
     print(f"{'index':<14}{'build s':>9}{'recall@10':>11}{'p50 ms':>9}{'speed-up':>10}{'bytes/vec':>11}")
-    print(f"{'flat':<14}{0:>9.1f}{1.0:>11.3f}{flat_p50 * 1000:>9.2f}{1.0:>10.1f}{4 * args.dim:>11}")
+    print(f"{'flat':<14}{0:>9.1f}{1.0:>11.3f}{flat_p50 * 1000:>9.2f}{1.0:>10.2f}{4 * args.dim:>11}")
     configs = {
         "hnsw": IndexSpec(type=IndexType.HNSW),
         "hnsw-sq8": IndexSpec(type=IndexType.HNSW, encoding=Encoding.SQ8),
@@ -91,7 +91,7 @@ def main() -> None:
         recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
         p50 = percentile(latencies, 50)
         size = len(faiss.serialize_index(index)) / args.n
-        print(f"{name:<14}{build:>9.1f}{recall:>11.3f}{p50 * 1000:>9.2f}{flat_p50 / p50:>10.1f}{size:>11.0f}")
+        print(f"{name:<14}{build:>9.1f}{recall:>11.3f}{p50 * 1000:>9.2f}{flat_p50 / p50:>10.2f}{size:>11.0f}")
         del index
 
 
