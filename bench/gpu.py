@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import photos, queries
+from models.batcher import BatchLimits
 from models.clip import ClipTowers, Precision, encode_text_trimmed, load_clip, resolve_precision
 from models.encoder import Encoder
 from models.images import decode_image, make_thumbnail
@@ -209,7 +210,7 @@ def new_images_per_second(towers: ClipTowers, jpegs: list[bytes], count: int, ba
     ]
 
     async def run(todo: list[list[tuple[str, bytes]]]) -> float:
-        encoder = Encoder(towers, max_batch_size=batch, max_wait_s=0.002, max_queue=100_000, max_pixels=MAX_PIXELS)
+        encoder = Encoder(towers, BatchLimits(batch, 0.002, 100_000), max_pixels=MAX_PIXELS)
         encoder.start()
         queue = iter(todo)
 
@@ -294,7 +295,7 @@ def exactness(report: Report, old: OldPath, towers: ClipTowers) -> None:
         reference = old.model.float()
         pixels = torch.stack([old.preprocess(Image.open(io.BytesIO(d)).convert("RGB")) for d in jpegs])
         theirs = F.normalize(reference.encode_image(pixels.to(old.device)).float(), dim=-1).cpu().numpy()
-    encoder = Encoder(towers, max_batch_size=64, max_wait_s=0, max_queue=1000, max_pixels=MAX_PIXELS)
+    encoder = Encoder(towers, BatchLimits(64, 0, 1000), max_pixels=MAX_PIXELS)
 
     async def embed() -> np.ndarray:
         encoder.start()

@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from models.devices import resolve_device
 from models.errors import ModelLoadError
 from models.scenes import COLOURS, POSITION_PHRASES, SHAPES, SIZES
 
@@ -123,12 +124,6 @@ def resolve_spec(spec: str, task: BlipTask) -> str:
     return spec
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _load(
     spec: str, task: BlipTask, device: str
 ) -> tuple[BlipForConditionalGeneration | BlipForImageTextRetrieval, BlipProcessor, BlipInfo]:
@@ -138,8 +133,8 @@ def _load(
         raise ModelLoadError(f"BLIP {task} model {spec!r}: {source} is not a directory written by save_pretrained")
     path = str(Path(source).expanduser()) if looks_local else source
     cls = BlipForConditionalGeneration if task is BlipTask.CAPTION else BlipForImageTextRetrieval
+    target = resolve_device(device)
     try:
-        target = _device(device)
         processor = BlipProcessor.from_pretrained(path)
         # float32 whatever the checkpoint holds (the demo ones are stored in float16).
         model = cls.from_pretrained(path, dtype=torch.float32)

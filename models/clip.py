@@ -37,6 +37,7 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from models import hub
+from models.devices import resolve_device
 from models.errors import ModelLoadError
 from models.gpu_images import DeviceJpegDecoder, fits_device_decoder
 from models.images import THUMBNAIL_SIZE, crop_extreme_aspect, decode_image, make_thumbnail, prepare_all
@@ -179,18 +180,6 @@ def model_dim(name: str) -> int:
     if config is None:
         raise ModelLoadError(f"unknown model {name!r}; open_clip knows: {', '.join(open_clip.list_models())}")
     return int(config["embed_dim"])
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without it is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} was asked for, but torch sees no CUDA device")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"unknown device {device!r}: {exc}") from None
 
 
 def classify_weights(name: str, pretrained: str) -> WeightsKind:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from cachetools import LRUCache
 
-from models.batcher import BatchObserver, MicroBatcher
+from models.batcher import BatchLimits, BatchObserver, MicroBatcher
 from models.clip import ClipTowers, ImagePreparer, ModelInfo, zero_shot_probabilities
 from models.images import decode_image, make_thumbnail, prepare_all
 
@@ -28,10 +28,8 @@ class Encoder:
     def __init__(
         self,
         towers: ClipTowers,
+        limits: BatchLimits,
         *,
-        max_batch_size: int,
-        max_wait_s: float,
-        max_queue: int,
         max_pixels: int,
         text_cache_size: int = 0,
         observer: BatchObserver | None = None,
@@ -42,17 +40,17 @@ class Encoder:
         self._text_cache: LRUCache[str, np.ndarray] | None = LRUCache(text_cache_size) if text_cache_size else None
         self.images: MicroBatcher[torch.Tensor, np.ndarray] = MicroBatcher(
             lambda batch: list(towers.image.encode(batch)),
-            max_batch_size=max_batch_size,
-            max_wait_s=max_wait_s,
-            max_queue=max_queue,
+            max_batch_size=limits.max_batch_size,
+            max_wait_s=limits.max_wait_s,
+            max_queue=limits.max_queue,
             name="image",
             observer=observer,
         )
         self.texts: MicroBatcher[str, np.ndarray] = MicroBatcher(
             lambda batch: list(towers.text.encode(batch)),
-            max_batch_size=max_batch_size,
-            max_wait_s=max_wait_s,
-            max_queue=max_queue,
+            max_batch_size=limits.max_batch_size,
+            max_wait_s=limits.max_wait_s,
+            max_queue=limits.max_queue,
             name="text",
             observer=observer,
         )

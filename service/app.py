@@ -125,16 +125,14 @@ def create_app(
             raise
         metrics.model_load_seconds.set(time.perf_counter() - started)
         b = settings.batching
+        limits = BatchLimits(b.max_batch_size, b.max_batch_wait_ms / 1000, b.max_queue)
         encoder = Encoder(
             loaded,
-            max_batch_size=b.max_batch_size,
-            max_wait_s=b.max_batch_wait_ms / 1000,
-            max_queue=b.max_queue,
+            limits,
             max_pixels=settings.limits.max_image_pixels,
             text_cache_size=settings.model.text_cache_size,
             observer=metrics,
         )
-        limits = BatchLimits(b.max_batch_size, b.max_batch_wait_ms / 1000, b.max_queue)
         pixels = settings.limits.max_image_pixels
         captioner = (
             Captioner(blip_caption, limits, max_pixels=pixels, observer=metrics) if blip_caption is not None else None

@@ -114,14 +114,14 @@ class LocalSink:
     def __init__(
         self, towers: ClipTowers, store: VectorStore, *, max_pixels: int, keep_originals: bool, batch_size: int
     ) -> None:
+        from models.batcher import BatchLimits
         from models.encoder import Encoder
 
         self._store = store
         self._keep_originals = keep_originals
         self._runner = asyncio.Runner()
-        self._encoder = Encoder(
-            towers, max_batch_size=batch_size, max_wait_s=0, max_queue=max(1024, batch_size), max_pixels=max_pixels
-        )
+        limits = BatchLimits(max_batch_size=batch_size, max_wait_s=0, max_queue=max(1024, batch_size))
+        self._encoder = Encoder(towers, limits, max_pixels=max_pixels)
         self._runner.run(self._start())
 
     async def _start(self) -> None:

@@ -105,6 +105,19 @@ def test_a_missing_directory_fails_to_load_with_a_clear_error(tmp_path):
         load_captioner(str(tmp_path / "nothing-here"), "cpu")
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_asking_for_cuda_without_a_gpu_is_the_same_load_error_as_for_clip(device):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ModelLoadError, match=f"device '{device}' was asked for, but torch sees no CUDA device"):
+        load_captioner("demo", device)
+
+
+def test_an_unknown_device_is_a_load_error_naming_it():
+    with pytest.raises(ModelLoadError, match="unknown device 'tpu'"):
+        load_itm("demo", "tpu")
+
+
 def test_a_hub_id_that_cannot_be_downloaded_fails_with_a_clear_error():
     # The suite runs with HF_HUB_OFFLINE=1, as this machine has no network.
     with pytest.raises(ModelLoadError, match="cannot load BLIP itm model 'Salesforce/blip-itm-base-coco' from the"):

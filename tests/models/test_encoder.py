@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from models.batcher import BatchLimits
 from models.encoder import Encoder
 from models.errors import InvalidImageError
 from tests.fakes import FakeTextTower, fake_towers, image_bytes
@@ -24,9 +25,8 @@ def make_encoder(text_cache_size: int = 0, text_tower=None) -> Encoder:
     towers = fake_towers()
     if text_tower is not None:
         towers = replace(towers, text=text_tower)
-    return Encoder(
-        towers, max_batch_size=8, max_wait_s=0, max_queue=64, max_pixels=10**6, text_cache_size=text_cache_size
-    )
+    return Encoder(towers, BatchLimits(max_batch_size=8, max_wait_s=0, max_queue=64), max_pixels=10**6,
+                   text_cache_size=text_cache_size)  # fmt: skip
 
 
 def test_repeated_texts_are_encoded_once_with_the_cache_on():
