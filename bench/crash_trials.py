@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from tests.server import ServerProcess
+from harness.server import ServerProcess
 
 
 @dataclass

@@ -63,8 +63,8 @@ def main() -> None:
 
     from bench.common import fill_store, photos, unit_rows
     from bench.gpu_server import IMAGE_SIZE, REQUEST_IMAGES, Phase, run_phase
+    from harness.server import ServerProcess
     from models.clip import model_dim
-    from tests.server import ServerProcess
 
     beside = Path(sys.executable).with_name("py-spy")
     pyspy = shutil.which("py-spy") or next((str(p) for p in Path("/tmp").glob("site*/bin/py-spy")), str(beside))

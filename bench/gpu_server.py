@@ -254,8 +254,8 @@ def main() -> None:
     warm_s = seconds / 3
 
     from bench.common import fill_store, photos, unit_rows
+    from harness.server import ServerProcess
     from models.clip import model_dim
-    from tests.server import ServerProcess
 
     started = time.perf_counter()
     towers: dict[str, dict[str, float | str | None]] = {}

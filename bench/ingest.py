@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from bench.common import drive, photos
-from tests.server import ServerProcess
+from harness.server import ServerProcess
 
 MODEL = "ViT-B-32"
 

@@ -26,7 +26,7 @@ import httpx
 from PIL import Image
 
 from bench.common import percentile
-from tests.server import ServerProcess
+from harness.server import ServerProcess
 
 QUERIES = ["a red circle", "a small blue square on the left", "a green star", "a large yellow triangle at the top"]
 

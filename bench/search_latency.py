@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import drive, ms, percentile, queries
-from tests.server import ROOT, ServerProcess
+from harness.server import ROOT, ServerProcess
 
 MODEL = "ViT-B-32"
 

@@ -38,7 +38,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from bench.common import fill_store, unit_rows
-from tests.server import ROOT, ServerProcess, free_port
+from harness.server import ROOT, ServerProcess, free_port
 
 DEMO_DIM = 64
 INSTALL_WRK = "wrk is not installed: `apt-get install wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import drive, fill_store, queries, unit_rows
-from tests.server import ServerProcess
+from harness.server import ServerProcess
 
 MODEL = "ViT-B-32"
 

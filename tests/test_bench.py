@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import sys
 
+from harness.server import ROOT
 from tests.prerequisites import require_or_skip
-from tests.server import ROOT
 
 
 def run_module(*args: str) -> str:

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
+from harness.server import ServerProcess
 from models.blip import DEMO_IMAGE_SIZE
 from models.scenes import HELD_OUT_COMBOS, Scene, SceneObject, perturb, scene_set
 from tests.e2e.test_server import add, png
-from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from client import Client, ClipsearchError
+from harness.server import ServerProcess
 from index.store import SqliteFaissStore
 from service.app import create_app
 from service.bulk import index_paths
 from service.cli import cli
 from service.settings import ModelSettings, Settings, StoreSettings
 from tests.e2e.test_server import one_object, png
-from tests.server import ServerProcess
 
 # Only the tests that start a server are marked e2e.
 runner = CliRunner()

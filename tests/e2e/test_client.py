@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from client import AsyncClient, Client, ClipsearchError
+from harness.server import ServerProcess
 from service.cli import cli
 from tests.e2e.test_server import one_object, png
-from tests.server import ServerProcess
 
 # Only the tests that start a server are marked e2e.
 

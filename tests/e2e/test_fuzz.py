@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ServerProcess
+from harness.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

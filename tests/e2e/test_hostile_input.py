@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.server import ServerProcess
+from harness.server import ServerProcess
 
 # Only the tests that start a server are marked e2e.
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.server import ServerProcess, free_port
 from models.clip import DEMO_MODEL, register_bundled_configs
 from models.scenes import Scene, SceneObject, render, scene_set
-from tests.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.server import ServerProcess
 from models.scenes import scene_set
 from tests.e2e.test_server import png
 from tests.prerequisites import require_or_skip
-from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from harness.server import ROOT, ServerProcess
 from models.scenes import Scene, SceneObject
 from tests.e2e.test_server import one_object, png
 from tests.prerequisites import require_or_skip
-from tests.server import ROOT, ServerProcess
 
 pytestmark = pytest.mark.e2e
 

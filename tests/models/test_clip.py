@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
+from harness.server import free_port
 from models.clip import (
     DEMO_MODEL,
     ClipImageTower,
@@ -36,7 +37,6 @@ from models.pixels import normalise
 from models.scenes import render, scene_set
 from models.text_graphs import BATCH_BUCKETS, bucket, pad_tokens
 from tests.models.photos import photo_jpegs
-from tests.server import free_port
 
 TEXTS = ["a red circle", "a small blue star on the left and a large green square at the top", "wow!", "!!", "x"]
 NON_ASCII = ["café crème brûlée", "東京の夜景", "🐱 on a sofa", "Zürich — Straße", "ÅÄÖ åäö"]

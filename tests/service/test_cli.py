@@ -11,12 +11,12 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
+from harness.server import ROOT
 from index.errors import ItemNotFoundError
 from index.store import SqliteFaissStore
 from index.types import NewItem, VectorField
 from service.cli import cli, results_table
 from service.schemas import SearchHit
-from tests.server import ROOT
 
 runner = CliRunner()
 

@@ -1,0 +1,1 @@
+"""What the tests and the benchmarks share: running the real service as a separate process."""
