@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint bench train-demo eval-demo train-blip-demo eval-blip-demo clean
+.PHONY: install serve test lint bench image-test image-clean train-demo eval-demo train-blip-demo eval-blip-demo clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,14 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
+
+# Builds the Dockerfile's image with podman, runs it, and checks it serves (deploy/image_test.sh).
+image-test: install
+	PYTHON=$(PY) bash deploy/image_test.sh
+
+# Drops what image-test keeps between runs: the image, the stand-in base, the wheelhouse.
+image-clean:
+	bash deploy/image_test.sh clean
 
 train-demo: install
 	$(PY) -m models.train_demo --steps 3000 --seed 0 --out models/weights/demo.pt
