@@ -235,8 +235,9 @@ old_id=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 # Measured: committing a layer holds it four times over for a while (the
 # container's files, buildah's blob and c/image's copy in /var/tmp, the new
 # layer: a 1.4 GiB probe layer peaked at 5.6 GiB), so the 5.4 GiB torch layer
-# of a first build needs ~22 GiB free, and leaves 6.3 GB; over cached layers, ~1.
-need_space "$(podman info --format '{{.Store.GraphRoot}}')" "$([ -n "$old_id" ] && echo 4 || echo 22)" "the image build"
+# of a first build takes ~22 GiB, and leaves 6.3 GB; over cached layers, ~1.
+# 2 GiB more, so that a shared disk is not filled to the last byte.
+need_space "$(podman info --format '{{.Store.GraphRoot}}')" "$([ -n "$old_id" ] && echo 4 || echo 24)" "the image build"
 # --format docker: the OCI format has no HEALTHCHECK and drops it. --network none:
 # pip reads only the wheelhouse, so the build proves it needs nothing else.
 # TORCH_INDEX names where the wheelhouse's torch came from (pip.conf's no-index
