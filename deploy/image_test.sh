@@ -42,7 +42,7 @@ PYTHON=${PYTHON:-python3}
 BASE=$(sed -n 's/^FROM[[:space:]]\{1,\}\([^[:space:]]\{1,\}\).*/\1/p' Dockerfile | head -n 1)
 STANDIN_PACKAGES=python3,python3-venv,python3-pip,python-is-python3,ca-certificates
 # torch and torchvision as the Dockerfile pins them, and the index it takes them from.
-TORCH_PINS=$(grep -oE '\btorch(vision)?==[^[:space:]]+' Dockerfile | sort -u | tr '\n' ' ')
+TORCH_PINS=$(grep -oE '\btorch(vision)?==[^[:space:]]+' Dockerfile | sort -u | paste -sd ' ')
 TORCH_INDEX_DEFAULT=$(sed -n 's/^ARG TORCH_INDEX=//p' Dockerfile)
 CONTAINER=clipsearch-image-test-$$
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/clipsearch-image-test.XXXXXX")
@@ -193,11 +193,13 @@ WHEELS=$CACHE/wheels
 key=$(cat pyproject.toml Dockerfile | grep -E 'torch|==|>=|requires' | sha256sum | cut -c1-16)
 if [ ! -e "$WHEELS/.complete-$key" ]; then
     need_space "$CACHE" 4 "the wheelhouse"
+    # Afresh when the pins change: one torch in it, and no stale wheels piling up.
+    rm -rf "$WHEELS"
     mkdir -p "$WHEELS"
-    rm -f "$WHEELS"/.complete-* "$WHEELS/.torch-index"
-    # torch from the Dockerfile's own index (the CPU build) where it answers; else
-    # from the host's configured indexes (PyPI's torch, which carries CUDA: the
-    # build docker-compose's clipsearch-gpu makes), said out loud.
+    # torch through the Dockerfile's own index (the CPU build) where it answers;
+    # else through the host's configured indexes (PyPI's torch carries CUDA: the
+    # build docker-compose's clipsearch-gpu makes). Which one came is read from
+    # the wheel below, since the host's pip also searches its local sources.
     # pip's output goes to a log shown on failure (the host's file:// indexes make it warn per package).
     download() {
         "$PYTHON" -m pip download -q -d "$WHEELS" "$@" >>"$WORK/pip.log" 2>&1 || {
@@ -206,14 +208,11 @@ if [ ! -e "$WHEELS/.complete-$key" ]; then
         }
     }
     # shellcheck disable=SC2086 # TORCH_PINS is a list of requirements
-    if "$PYTHON" -m pip download -q --retries 1 --timeout 20 -d "$WHEELS" --index-url "$TORCH_INDEX_DEFAULT" \
+    if ! "$PYTHON" -m pip download -q --retries 1 --timeout 20 -d "$WHEELS" --index-url "$TORCH_INDEX_DEFAULT" \
         $TORCH_PINS >"$WORK/torch-index.log" 2>&1; then
-        echo "$TORCH_INDEX_DEFAULT" >"$WHEELS/.torch-index"
-    else
-        echo "   $TORCH_INDEX_DEFAULT does not answer: torch comes from PyPI (its CUDA build, as clipsearch-gpu's)"
+        echo "   $TORCH_PINS not found through $TORCH_INDEX_DEFAULT: through the host's indexes instead"
         # shellcheck disable=SC2086
         download $TORCH_PINS
-        echo https://pypi.org/simple >"$WHEELS/.torch-index"
     fi
     # setuptools and wheel: the build backend pyproject.toml names (pip builds it isolated).
     download --find-links "$WHEELS" "setuptools>=68" wheel .
@@ -221,8 +220,15 @@ if [ ! -e "$WHEELS/.complete-$key" ]; then
 else
     echo "   cached in $WHEELS"
 fi
-TORCH_INDEX=$(cat "$WHEELS/.torch-index")
-echo "   $(find "$WHEELS" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELS" | cut -f1); torch from $TORCH_INDEX"
+# The build argument names the index whose torch the wheelhouse holds (pip.conf's
+# no-index keeps pip off every index): a +cpu wheel is the Dockerfile's default.
+torch_wheel=$(find "$WHEELS" -name 'torch-[0-9]*.whl' -printf '%f\n' | head -n 1)
+[ -n "$torch_wheel" ] || die "no torch wheel in $WHEELS"
+case $torch_wheel in
+*+cpu*) TORCH_INDEX=$TORCH_INDEX_DEFAULT torch_build="CPU build" ;;
+*) TORCH_INDEX=https://pypi.org/simple torch_build="PyPI's, with CUDA, as clipsearch-gpu's" ;;
+esac
+echo "   $(find "$WHEELS" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELS" | cut -f1); $torch_wheel ($torch_build)"
 cat >"$WORK/pip.conf" <<'EOF'
 [global]
 no-index = true
@@ -234,10 +240,17 @@ phase "build"
 old_id=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 # Measured: committing a layer holds it four times over for a while (the
 # container's files, buildah's blob and c/image's copy in /var/tmp, the new
-# layer: a 1.4 GiB probe layer peaked at 5.6 GiB), so the 5.4 GiB torch layer
-# of a first build takes ~22 GiB, and leaves 6.3 GB; over cached layers, ~1.
-# 2 GiB more, so that a shared disk is not filled to the last byte.
-need_space "$(podman info --format '{{.Store.GraphRoot}}')" "$([ -n "$old_id" ] && echo 4 || echo 24)" "the image build"
+# layer: a 1.4 GiB probe layer peaked at 5.6 GiB), and installed wheels take
+# ~1.9 times their size (2.9 GiB of wheels, a 5.4 GiB torch layer): a first
+# build takes ~7.5 times the wheelhouse for a minute (~22 GiB with PyPI's
+# torch), plus 2 GiB so that a shared disk is not filled to the last byte.
+# Over cached layers, ~1 GiB.
+if [ -n "$old_id" ]; then
+    need=4
+else
+    need=$(du -sk "$WHEELS" | awk '{ printf "%d", $1 * 7.5 / 1048576 + 2.999 }')
+fi
+need_space "$(podman info --format '{{.Store.GraphRoot}}')" "$need" "the image build"
 # --format docker: the OCI format has no HEALTHCHECK and drops it. --network none:
 # pip reads only the wheelhouse, so the build proves it needs nothing else.
 # TORCH_INDEX names where the wheelhouse's torch came from (pip.conf's no-index
@@ -348,6 +361,6 @@ podman rm -f -v --time 5 "$CONTAINER" >/dev/null 2>"$WORK/run.log" || {
 }
 phase ""
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-echo "image-test: OK: $IMAGE ($(awk -v b="$size" 'BEGIN { printf "%.2f GB", b / 1e9 }'), torch from $TORCH_INDEX)" \
+echo "image-test: OK: $IMAGE ($(awk -v b="$size" 'BEGIN { printf "%.2f GB", b / 1e9 }'), torch $torch_build)" \
     "built, started, answered /health, ranked the right image first, passed its HEALTHCHECK"
 echo "   kept for the next run: $CACHE ($(du -sh "$CACHE" | cut -f1)) and the image's layers in podman's storage"
