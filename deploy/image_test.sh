@@ -25,8 +25,8 @@
 #                       host's pip configuration, draws the test pictures, reads JSON
 #   IMAGE_TEST_CACHE    cache folder (/var/cache/clipsearch-image as root, else ~/.cache/clipsearch-image)
 #   IMAGE_TEST_TAG      tag of the image built (localhost/clipsearch:test)
-#   IMAGE_TEST_CLEAN=1  with `clean` as the first argument: what `make image-clean` runs
 #   CI=true             a missing prerequisite fails the run instead of skipping it
+# `deploy/image_test.sh clean` (make image-clean) removes the image, the stand-in and the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -121,9 +121,9 @@ nproc=$(limit -u 16384)
 LIMITS=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
 
 free_gb() { df -Pk "$1" | awk 'NR == 2 { print int($4 / 1048576) }'; }
-need_space() { # folder, GB, what for
+need_space() { # folder, GiB, what for
     mkdir -p "$1"
-    [ "$(free_gb "$1")" -ge "$2" ] || die "$3 needs about $2 GB free in $1, which has $(free_gb "$1") GB"
+    [ "$(free_gb "$1")" -ge "$2" ] || die "$3 needs about $2 GiB free in $1, which has $(free_gb "$1") GiB"
 }
 
 # --- 1. the base image ------------------------------------------------------------
@@ -361,6 +361,6 @@ podman rm -f -v --time 5 "$CONTAINER" >/dev/null 2>"$WORK/run.log" || {
 }
 phase ""
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-echo "image-test: OK: $IMAGE ($(awk -v b="$size" 'BEGIN { printf "%.2f GB", b / 1e9 }'), torch $torch_build)" \
+echo "image-test: OK: $IMAGE ($(awk -v b="$size" 'BEGIN { printf "%.2f GB", b / 1e9 }'), torch: $torch_build)" \
     "built, started, answered /health, ranked the right image first, passed its HEALTHCHECK"
 echo "   kept for the next run: $CACHE ($(du -sh "$CACHE" | cut -f1)) and the image's layers in podman's storage"
