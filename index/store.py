@@ -664,15 +664,15 @@ class SqliteFaissStore:
         if ann is None or not recent:
             return None
         matrix = np.stack(recent)
-        none = np.empty(0, dtype=np.int64)
+        k = min(k, ann.index.ntotal)
         # One thread: a background check must not take the cores from the searches it checks.
         faiss.omp_set_num_threads(1)
-        with self._lock:  # _ann_search counts searches, under the lock like every other count
-            found = self._ann_search(ann, matrix, k, none)
-        truth = exhaustive_search(ann.index, ann.kind, matrix, min(k, ann.index.ntotal))
+        # As a search does (index.ann.search_ann), but not counted among the searches /v1/stats reports.
+        _, found, _ = search_ann(self._spec, ann.kind, ann.index, matrix, k, ann.far_below, np.empty(0, np.int64))
+        truth = exhaustive_search(ann.index, ann.kind, matrix, k)
         shares = [
-            len({s for s, _ in hits} & set(row[row >= 0].tolist())) / max(1, int((row >= 0).sum()))
-            for hits, row in zip(found, truth, strict=True)
+            len(set(got[got >= 0].tolist()) & set(want[want >= 0].tolist())) / max(1, int((want >= 0).sum()))
+            for got, want in zip(found, truth, strict=True)
         ]
         check = RecallCheck(recall=float(np.mean(shares)), k=k, queries=len(recent), measured_at=time.time())
         with self._lock:
