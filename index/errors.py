@@ -25,3 +25,11 @@ class IncompatibleStoreError(StoreError):
 
 class StorageUnavailableError(StoreError):
     """The data directory cannot be written (full disk, read-only, I/O error); nothing was stored."""
+
+
+class StoreUnreachableError(StoreError):
+    """The vector database did not answer (down, restarting, timed out): retry later.
+
+    A write that fails this way may or may not have been stored; writes by id
+    are idempotent, so the caller retries it.
+    """

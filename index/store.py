@@ -59,6 +59,8 @@ from index.types import (
     RecallCheck,
     Scalar,
     VectorField,
+    unit_queries,
+    unit_vector,
     validate_id,
 )
 
@@ -471,14 +473,8 @@ class SqliteFaissStore:
         return item_id, self._unit(item.vector, "vector"), item.metadata
 
     def _unit(self, raw: np.ndarray, what: str) -> np.ndarray:
-        vector = np.asarray(raw, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self._dim:
-            raise InvalidItemError(f"{what} has {vector.shape[0]} dimensions; this store holds {self._dim}")
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
-            raise InvalidItemError(f"{what} must be finite and non-zero")
         # Unit length makes FAISS inner products cosine similarities.
-        return np.ascontiguousarray(vector / norm)
+        return unit_vector(raw, self._dim, what)
 
     def delete(self, item_id: str) -> None:
         with self._lock:
@@ -569,19 +565,7 @@ class SqliteFaissStore:
         fields: Sequence[VectorField] = (VectorField.IMAGE,),
         exact: bool = False,
     ) -> list[list[Hit]]:
-        if not fields:
-            raise InvalidItemError("fields names no vector field to search")
-        matrix = np.asarray(queries, dtype=np.float32)
-        if matrix.ndim != 2:
-            raise InvalidItemError(f"queries have shape {matrix.shape}; expected (n, {self._dim})")
-        if matrix.shape[1] != self._dim:
-            raise InvalidItemError(f"query vectors have {matrix.shape[1]} dimensions; this store holds {self._dim}")
-        if k < 1:
-            raise InvalidItemError("k must be at least 1")
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        if not np.isfinite(norms).all() or (norms == 0.0).any():
-            raise InvalidItemError("query vectors must be finite and non-zero")
-        matrix = np.ascontiguousarray(matrix / norms)
+        matrix = unit_queries(queries, self._dim, k, fields)
         if not len(matrix):
             return []
         with self._lock:

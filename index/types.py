@@ -169,6 +169,34 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def unit_vector(raw: np.ndarray, dim: int, what: str = "vector") -> np.ndarray:
+    """`raw` scaled to unit length (inner products become cosines), or InvalidItemError saying why not."""
+    vector = np.asarray(raw, dtype=np.float32).reshape(-1)
+    if vector.shape[0] != dim:
+        raise InvalidItemError(f"{what} has {vector.shape[0]} dimensions; this store holds {dim}")
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise InvalidItemError(f"{what} must be finite and non-zero")
+    return np.ascontiguousarray(vector / norm)
+
+
+def unit_queries(queries: np.ndarray, dim: int, k: int, fields: Sequence[VectorField]) -> np.ndarray:
+    """The rows of an (n, dim) query matrix at unit length, after the checks every store makes on a search."""
+    if not fields:
+        raise InvalidItemError("fields names no vector field to search")
+    matrix = np.asarray(queries, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise InvalidItemError(f"queries have shape {matrix.shape}; expected (n, {dim})")
+    if matrix.shape[1] != dim:
+        raise InvalidItemError(f"query vectors have {matrix.shape[1]} dimensions; this store holds {dim}")
+    if k < 1:
+        raise InvalidItemError("k must be at least 1")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if not np.isfinite(norms).all() or (norms == 0.0).any():
+        raise InvalidItemError("query vectors must be finite and non-zero")
+    return np.ascontiguousarray(matrix / norms)
+
+
 def validate_id(item_id: str) -> str:
     """Ids are 1..128 ASCII characters: letters, digits and `._:@-`, starting with a letter or digit."""
     if len(item_id) > MAX_ID_LENGTH:
