@@ -22,3 +22,10 @@ class Encoding(StrEnum):
     FLAT = "flat"
     SQ8 = "sq8"
     PQ = "pq"
+
+
+class StoreBackend(StrEnum):
+    """Where the vectors live: SQLite + FAISS in the data directory, or a Milvus server or cluster."""
+
+    SQLITE = "sqlite"
+    MILVUS = "milvus"

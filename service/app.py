@@ -15,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 
 from index.batch import search_each
 from index.errors import StoreError
-from index.store import SqliteFaissStore
 from index.types import VectorStore
 from models.batcher import BatchLimits, MicroBatcher
 from models.blip import load_captioner, load_itm
@@ -26,11 +25,12 @@ from models.errors import ModelError
 from service.deps import Runtime, Searcher
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import install_limits
-from service.logs import install_request_ids
+from service.logs import configure_logging, install_request_ids
 from service.metrics import Metrics, install_metrics
 from service.routes import caption, classify, embed, images, openai_compat, search, system, web
 from service.served_by import install_model_header
 from service.settings import Settings
+from service.stores import describe, open_store
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,13 @@ def load_towers(settings: Settings) -> ClipTowers:
     )
 
 
-async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowers, SqliteFaissStore]:
+async def _open(settings: Settings, towers: ClipTowers | None) -> tuple[ClipTowers, VectorStore]:
     """Load the model (unless given) and open the store, off the event loop."""
     set_torch_threads(settings.model.torch_threads)
     if towers is None:
         # Loading reads hundreds of MB and may download.
         towers = await asyncio.to_thread(load_towers, settings)
-    store = await asyncio.to_thread(
-        SqliteFaissStore, settings.store.data_dir, towers.info.dim, towers.info.name, settings.store.index_spec()
-    )
+    store = await asyncio.to_thread(open_store, settings.store, towers.info.dim, towers.info.name)
     return towers, store
 
 
@@ -95,6 +93,14 @@ async def _open_blip(
     if match_tower is None and b.itm is not None:
         match_tower = await asyncio.to_thread(load_itm, b.itm, b.device)
     return caption_tower, match_tower
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app for one of `clipsearch serve --workers N`'s processes: settings from the environment,
+    where the command put its options."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def create_app(
@@ -164,7 +170,7 @@ def create_app(
             matcher=matcher,
         )
         demo = f" ({DEMO_NOTICE})" if loaded.info.name == DEMO_MODEL and loaded.info.fallback_reason is None else ""
-        log.info("serving %s%s with %d items from %s", loaded.info.name, demo, store.count(), settings.store.data_dir)
+        log.info("serving %s%s with %d items from %s", loaded.info.name, demo, store.count(), describe(settings.store))
         try:
             yield
         finally:
@@ -196,7 +202,10 @@ def create_app(
     def refresh_gauges() -> None:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         if runtime is not None:
-            metrics.index_items.set(runtime.store.count())
+            try:
+                metrics.index_items.set(runtime.store.count())
+            except StoreError:  # a remote store that does not answer: the other figures still count
+                metrics.index_items.set(math.nan)
             status = runtime.store.index_status()
             exact = status.type == "flat"
             metrics.ann_recall.set(1.0 if exact else status.recall.recall if status.recall else math.nan)

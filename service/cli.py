@@ -10,8 +10,10 @@ import, export, local indexing) import them when they run, and `--help`,
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,12 +28,13 @@ from client import Client, ClipsearchError
 from client.client import DEFAULT_URL
 from index.errors import InvalidItemError, StoreError
 from index.metadata import validate_metadata
-from index.options import IndexType
+from index.options import IndexType, StoreBackend
 from models.errors import ModelLoadError
 from models.options import Precision
 from service.bulk import ServerSink, index_paths
 
 if TYPE_CHECKING:
+    from index.store import ExportRow
     from service.schemas import SearchHit
     from service.settings import Settings
 
@@ -103,6 +106,12 @@ def serve(
         str | None,
         typer.Option(help="BLIP ITM reranker: hub id, directory or `demo`; unset: off [env CLIPSEARCH_BLIP__ITM]"),
     ] = None,
+    backend: Annotated[
+        StoreBackend | None, typer.Option("--store", help="sqlite or milvus [env CLIPSEARCH_STORE__BACKEND]")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="API processes, with --store milvus [env CLIPSEARCH_WORKERS]")
+    ] = None,
 ) -> None:
     """Run the HTTP service."""
     import uvicorn
@@ -110,26 +119,45 @@ def serve(
     from service.app import create_app
     from service.logs import configure_logging
 
-    settings = build_settings(
-        {
-            "host": host,
-            "port": port,
-            "store.data_dir": data_dir,
-            "model.name": model,
-            "model.pretrained": pretrained,
-            "model.device": device,
-            "batching.max_batch_size": max_batch_size,
-            "batching.max_batch_wait_ms": max_batch_wait_ms,
-            "store.index": index,
-            "model.precision": precision,
-            "blip.captioner": captioner,
-            "blip.itm": itm,
-        }
-    )
+    options = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "store.data_dir": data_dir,
+        "model.name": model,
+        "model.pretrained": pretrained,
+        "model.device": device,
+        "batching.max_batch_size": max_batch_size,
+        "batching.max_batch_wait_ms": max_batch_wait_ms,
+        "store.index": index,
+        "store.backend": backend,
+        "model.precision": precision,
+        "blip.captioner": captioner,
+        "blip.itm": itm,
+    }
+    settings = build_settings(options)
     configure_logging(settings.log_level, settings.log_format)
     # log_config=None: uvicorn's loggers propagate to ours, so they share its format and request ids.
+    if settings.workers == 1:
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None
+        )
+        return
+    # Each worker is a new process that builds its app from the environment: the options go there.
+    for dotted, value in options.items():
+        if value is not None:
+            os.environ["CLIPSEARCH_" + dotted.upper().replace(".", "__")] = str(value)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None
+        "service.app:create_app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        # uvicorn's 5 s for a worker to answer its supervisor's ping was too short for one that is
+        # importing torch on a busy machine: it was killed and restarted, over and over.
+        timeout_worker_healthcheck=120,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
     )
 
 
@@ -173,23 +201,29 @@ def import_vectors(
             dir_okay=False,
         ),
     ] = None,
+    backend: Annotated[
+        StoreBackend | None, typer.Option("--store", help="sqlite or milvus [env CLIPSEARCH_STORE__BACKEND]")
+    ] = None,
 ) -> None:
-    """Load precomputed embeddings (e.g. clip-retrieval's .npy files) into a data directory.
+    """Load precomputed embeddings (e.g. clip-retrieval's .npy files) into a data directory or Milvus.
 
     Vectors are checked against the store's (or the model's) dimension, normalised,
-    and written durably like any other write. Stop the server on that directory first.
+    and written durably like any other write. Stop the server on that directory first
+    (a Milvus collection may stay in service).
     """
     from index.ann import IndexSpec
     from index.store import SqliteFaissStore
     from index.types import NewItem
     from models.clip import model_dim
+    from service.stores import open_store
 
-    settings = build_settings({"store.data_dir": data_dir, "model.name": model})
+    settings = build_settings({"store.data_dir": data_dir, "model.name": model, "store.backend": backend})
+    sqlite = settings.store.backend is StoreBackend.SQLITE
     array = np.load(vectors, mmap_mode="r")
     if array.ndim != 2:
         raise typer.BadParameter(f"{vectors} holds an array of shape {array.shape}; expected (n, dim)")
     try:
-        dim = _stored_dim(settings.store.data_dir) or model_dim(settings.model.name)
+        dim = (_stored_dim(settings.store.data_dir) if sqlite else None) or model_dim(settings.model.name)
     except ModelLoadError as exc:
         raise typer.BadParameter(str(exc)) from None
     if array.shape[1] != dim:
@@ -203,8 +237,10 @@ def import_vectors(
     id_list = _read_lines(ids, n, "id") if ids else [str(i) for i in range(n)]
     metas = _read_metadata(metadata, n) if metadata else [{}] * n
     try:
-        # Flat while loading: the ANN index is built once at the end, not after every chunk.
-        store = SqliteFaissStore(settings.store.data_dir, dim, settings.model.name, IndexSpec(type=IndexType.FLAT))
+        # SQLite is flat while loading: its ANN index is built once at the end, not after every chunk.
+        # Milvus builds its index itself, segment by segment.
+        loading = IndexSpec(type=IndexType.FLAT) if sqlite else None
+        store = open_store(settings.store, dim, settings.model.name, loading)
         try:
             for start in track(range(0, n, chunk), description=f"importing {n} vectors"):
                 rows = np.asarray(array[start : start + chunk], dtype=np.float32)
@@ -219,6 +255,9 @@ def import_vectors(
                         for i, (v, c) in enumerate(zip(rows, caption_rows, strict=True))
                     ]
                 )
+            if not sqlite:
+                typer.echo(f"imported {n} vectors into Milvus: {store.count()} items, {store.index_type} index")
+                return
         finally:
             store.close()
         final = SqliteFaissStore(settings.store.data_dir, dim, settings.model.name, settings.store.index_spec())
@@ -298,14 +337,23 @@ def export_collection(
         typer.Argument(help="a new folder for vectors.npy, caption_vectors.npy, ids.txt, metadata.jsonl, model.txt"),
     ],
     data_dir: Annotated[Path | None, typer.Option(help="store directory [env CLIPSEARCH_STORE__DATA_DIR]")] = None,
+    backend: Annotated[
+        StoreBackend | None, typer.Option("--store", help="sqlite or milvus [env CLIPSEARCH_STORE__BACKEND]")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="with --store milvus: whose collection [env CLIPSEARCH_MODEL__NAME]")
+    ] = None,
 ) -> None:
     """Write a collection out (a server may keep running on it); `clipsearch import` reads it back."""
     from index.store import read_collection
 
-    settings = build_settings({"store.data_dir": data_dir})
+    settings = build_settings({"store.data_dir": data_dir, "store.backend": backend, "model.name": model})
     try:
-        dim, model, chunks = read_collection(settings.store.data_dir)
-    except StoreError as exc:
+        if settings.store.backend is StoreBackend.SQLITE:
+            dim, model, chunks = read_collection(settings.store.data_dir)
+        else:
+            dim, model, chunks = _milvus_collection(settings)
+    except (StoreError, ModelLoadError) as exc:
         raise typer.BadParameter(str(exc)) from None
     out.mkdir(parents=True, exist_ok=False)
     parts: list[np.ndarray] = []
@@ -326,12 +374,34 @@ def export_collection(
     typer.echo(f"exported {len(vectors)} items ({dim}-d, {model}) to {out}")
 
 
+def _milvus_collection(settings: Settings) -> tuple[int, str, Iterator[list[ExportRow]]]:
+    """(dimension, model, chunks of rows) of the configured model's Milvus collection."""
+    from index.milvus import MilvusStore
+    from models.clip import model_dim
+    from service.stores import open_store
+
+    dim = model_dim(settings.model.name)
+    store = open_store(settings.store, dim, settings.model.name)
+    assert isinstance(store, MilvusStore)
+
+    def chunks() -> Iterator[list[ExportRow]]:
+        try:
+            yield from store.export_rows()
+        finally:
+            store.close()
+
+    return dim, settings.model.name, chunks()
+
+
 @cli.command("import")
 def import_collection(
     folder: Annotated[Path, typer.Argument(help="a folder written by clipsearch export", exists=True, file_okay=False)],
     data_dir: Annotated[Path | None, typer.Option(help="store directory [env CLIPSEARCH_STORE__DATA_DIR]")] = None,
+    backend: Annotated[
+        StoreBackend | None, typer.Option("--store", help="sqlite or milvus [env CLIPSEARCH_STORE__BACKEND]")
+    ] = None,
 ) -> None:
-    """Load a folder written by `clipsearch export` into a data directory (stop its server first)."""
+    """Load a folder written by `clipsearch export` into a data directory or Milvus (stop a SQLite server first)."""
     model = (folder / "model.txt").read_text().strip() if (folder / "model.txt").exists() else None
     import_vectors(
         vectors=folder / "vectors.npy",
@@ -340,6 +410,7 @@ def import_collection(
         metadata=folder / "metadata.jsonl",
         model=model,
         caption_vectors=folder / "caption_vectors.npy" if (folder / "caption_vectors.npy").exists() else None,
+        backend=backend,
     )
 
 

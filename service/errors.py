@@ -18,6 +18,7 @@ from index.errors import (
     ItemNotFoundError,
     StorageUnavailableError,
     StoreError,
+    StoreUnreachableError,
 )
 from models.errors import (
     InvalidImageError,
@@ -54,6 +55,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (InvalidOptionsError, 400, "invalid_input"),
     (OverloadedError, 429, "overloaded"),
     (StorageUnavailableError, 507, "storage_unavailable"),
+    (StoreUnreachableError, 503, "store_unavailable"),
     (IncompatibleStoreError, 409, "incompatible_store"),
     (ShuttingDownError, 503, "shutting_down"),
     (ModelLoadError, 503, "model_unavailable"),
@@ -75,7 +77,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _documented("a file, the metadata or the request is over its size limit"),
     422: _documented("the request does not match the schema: the message says where"),
     429: _documented("the inference queue is full: retry after Retry-After seconds"),
-    503: _documented("shutting down, timed out, the model is unavailable, or the feature is not enabled"),
+    503: _documented(
+        "shutting down, timed out, the model or the vector database is unavailable, or the feature is not enabled"
+    ),
     507: _documented("the disk refused the write: nothing was stored"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -85,5 +86,6 @@ def install_metrics(app: FastAPI, metrics: Metrics, refresh: Callable[[], None])
 
     @app.get("/metrics", include_in_schema=False)
     async def scrape() -> Response:
-        refresh()
+        # In a thread: the gauges ask the store, which may be a network call (Milvus).
+        await asyncio.to_thread(refresh)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

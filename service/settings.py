@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.ann import IndexSpec
 from index.metadata import MAX_METADATA_BYTES
-from index.options import Encoding, IndexType
+from index.milvus import COLLECTION_PATTERN, Consistency
+from index.options import Encoding, IndexType, StoreBackend
 from models.options import Pipeline, Precision
 
 
@@ -66,6 +67,11 @@ class BlipSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
+    backend: StoreBackend = Field(
+        StoreBackend.SQLITE,
+        description="sqlite: SQLite + FAISS in data_dir, one process; milvus: a Milvus server or cluster, "
+        "any number of API processes (thumbnails and originals still live in data_dir)",
+    )
     data_dir: Path = Field(Path("data"), description="directory of the durable store")
     keep_originals: bool = Field(False, description="keep each uploaded file, served at /v1/images/{id}/original")
     index: IndexType = Field(
@@ -89,6 +95,30 @@ class StoreSettings(BaseModel):
     recall_check_interval_s: float = Field(
         60.0, ge=0, description="seconds between recall self-checks of the ANN index on recent queries; 0: off"
     )
+    milvus_uri: str = Field("http://127.0.0.1:19530", description="the Milvus server or cluster (its proxy)")
+    milvus_token: SecretStr | None = Field(None, description="Milvus token (`user:password` or an API key)")
+    milvus_collection: str | None = Field(
+        None, description="collection name; unset: derived from the model name and dimension"
+    )
+    milvus_consistency: Consistency = Field(
+        Consistency.STRONG,
+        description="strong: every search sees every acknowledged write, from any API process (costs Milvus's "
+        "time tick, 200 ms by default, per read); session: this process's own writes; bounded, eventually",
+    )
+    milvus_timeout_s: float = Field(10.0, gt=0, le=600, description="longest one Milvus call may take before a 503")
+
+    @field_validator("milvus_collection")
+    @classmethod
+    def _collection_name(cls, value: str | None) -> str | None:
+        if value is not None and not COLLECTION_PATTERN.fullmatch(value):
+            raise ValueError("a Milvus collection name is letters, digits and _, not starting with a digit")
+        return value
+
+    @model_validator(mode="after")
+    def _milvus_keeps_float32(self) -> StoreSettings:
+        if self.backend is StoreBackend.MILVUS and self.encoding is not Encoding.FLAT:
+            raise ValueError(f"the Milvus store keeps float32 vectors: encoding {self.encoding} is for sqlite only")
+        return self
 
     def index_spec(self) -> IndexSpec:
         return IndexSpec(
@@ -180,6 +210,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=256, description="API processes (milvus store only)")
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     model: ModelSettings = ModelSettings()
@@ -188,6 +219,15 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+
+    @model_validator(mode="after")
+    def _one_process_per_data_directory(self) -> Settings:
+        if self.workers > 1 and self.store.backend is StoreBackend.SQLITE:
+            raise ValueError(
+                f"workers={self.workers} needs the Milvus store: a SQLite data directory is served by one process "
+                "(it is locked while open); run one worker, or --store milvus"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
