@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings, StoreSettings
 from tests.fakes import fake_towers
+from tests.milvus_server import MilvusServer, milvus_installed
+from tests.prerequisites import require_or_skip
 
 
 @pytest.fixture
@@ -26,3 +28,21 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The real app over a fresh data directory, with the fake towers."""
     with TestClient(create_app(settings, towers=fake_towers())) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """A real Milvus standalone server for the session (tests/milvus_server.py), removed at the end."""
+    if not milvus_installed():
+        require_or_skip("the milvus package is not installed (pip install -e '.[dev]' installs it)")
+    server = MilvusServer(tmp_path_factory.mktemp("milvus") / "server")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        if "is in use" in str(exc):
+            require_or_skip(str(exc))
+        raise
+    try:
+        yield server
+    finally:
+        server.remove()

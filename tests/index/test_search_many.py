@@ -1,4 +1,7 @@
-"""store.search_many and index.batch.search_each: many queries at once give what one search each gives."""
+"""store.search_many and index.batch.search_each: many queries at once give what one search each gives.
+
+On both stores (tests/index/conftest.py), but for the SQLite store's own ANN delta.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from index.ann import IndexSpec, IndexType
 from index.batch import SearchQuery, search_each
 from index.errors import InvalidItemError
 from index.store import SqliteFaissStore
-from index.types import FieldFilter, Hit, NewItem, VectorField
+from index.types import FieldFilter, Hit, NewItem, VectorField, VectorStore
 
 DIM = 16
 
@@ -21,8 +24,7 @@ def rows(n: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def filled(path: Path, spec: IndexSpec | None = None, n: int = 300) -> SqliteFaissStore:
-    store = SqliteFaissStore(path, DIM, "m", spec)
+def fill(store: VectorStore, n: int = 300) -> None:
     vectors, captions = rows(n, 0), rows(n, 1)
     store.upsert(
         [
@@ -30,6 +32,11 @@ def filled(path: Path, spec: IndexSpec | None = None, n: int = 300) -> SqliteFai
             for i, (v, c) in enumerate(zip(vectors, captions, strict=True))
         ]
     )
+
+
+def filled(path: Path, spec: IndexSpec | None = None, n: int = 300) -> SqliteFaissStore:
+    store = SqliteFaissStore(path, DIM, "m", spec)
+    fill(store, n)
     store.wait_for_index()
     return store
 
@@ -39,10 +46,10 @@ def ranked(hits: list[Hit]) -> list[tuple[str, float, VectorField]]:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = filled(tmp_path)
-    yield s
-    s.close()
+def store(open_store):
+    s = open_store(DIM, "m")
+    fill(s)
+    return s
 
 
 @pytest.mark.parametrize(
