@@ -217,3 +217,39 @@ def test_help_and_the_http_only_commands_never_import_the_model_or_index_librari
     exit_code, loaded = json.loads(done.stdout.splitlines()[-1])
     assert loaded == []
     assert exit_code == (0 if "--help" in args else 1)  # 1: the server cannot be reached, said in one line
+
+
+def test_serve_with_several_workers_is_refused_on_sqlite_with_what_to_do(tmp_path):
+    result = runner.invoke(cli, ["serve", "--workers", "2", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    said = message(result.output)
+    assert "workers=2 needs the Milvus store" in said and "--store milvus" in said
+
+
+def test_a_collection_moves_from_sqlite_to_milvus_and_back_with_its_captions(tmp_path, milvus, monkeypatch):
+    from tests.index.conftest import empty_collections
+
+    monkeypatch.setenv("CLIPSEARCH_STORE__MILVUS_URI", milvus.uri)
+    monkeypatch.setenv("CLIPSEARCH_STORE__MILVUS_COLLECTION", "cli_move")
+    empty_collections(milvus.uri, "cli_move")
+    vectors, captions = unit_rows(30, 64, seed=3), unit_rows(30, 64, seed=4)
+    source = SqliteFaissStore(tmp_path / "a", 64, "demo")
+    source.upsert(
+        [
+            NewItem(v, f"item{i:02d}", {"i": i, "tags": ["x"]}, caption_vector=c if i % 2 else None)
+            for i, (v, c) in enumerate(zip(vectors, captions, strict=True))
+        ]
+    )
+    source.close()
+    assert runner.invoke(cli, ["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "a")]).exit_code == 0
+    imported = runner.invoke(cli, ["import", str(tmp_path / "out"), "--store", "milvus", "--data-dir", str(tmp_path)])
+    assert imported.exit_code == 0, imported.output
+    assert "imported 30 vectors into Milvus: 30 items, flat index" in message(imported.output)
+
+    back = runner.invoke(cli, ["export", str(tmp_path / "back"), "--store", "milvus", "--model", "demo"])
+    assert back.exit_code == 0, back.output
+    assert "exported 30 items (64-d, demo)" in back.output
+    for name in ("ids.txt", "metadata.jsonl", "model.txt"):
+        assert (tmp_path / "back" / name).read_text() == (tmp_path / "out" / name).read_text()
+    for name in ("vectors.npy", "caption_vectors.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / "back" / name), np.load(tmp_path / "out" / name), atol=1e-6)

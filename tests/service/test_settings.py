@@ -44,6 +44,9 @@ def test_command_line_options_override_the_environment_and_keep_the_rest(monkeyp
         {"port": 70000},
         {"log_level": "chatty"},
         {"batching": {"max_batch_wait_ms": -1}},
+        {"workers": 2},  # SQLite: one process per data directory
+        {"store": {"backend": "milvus", "encoding": "pq"}},
+        {"store": {"backend": "milvus", "milvus_collection": "drop; me"}},
     ],
 )
 def test_unsafe_values_are_refused(values):
@@ -76,3 +79,23 @@ def test_blip_models_are_off_by_default_and_when_their_variable_is_blank(monkeyp
 def test_the_serve_options_name_the_blip_models():
     settings = build_settings({"blip.captioner": "Salesforce/blip-image-captioning-base", "blip.itm": "/models/itm"})
     assert (settings.blip.captioner, settings.blip.itm) == ("Salesforce/blip-image-captioning-base", "/models/itm")
+
+
+def test_the_milvus_store_is_configured_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CLIPSEARCH_STORE__BACKEND", "milvus")
+    monkeypatch.setenv("CLIPSEARCH_STORE__MILVUS_URI", "http://milvus:19530")
+    monkeypatch.setenv("CLIPSEARCH_STORE__MILVUS_TOKEN", "root:Milvus")
+    monkeypatch.setenv("CLIPSEARCH_STORE__MILVUS_CONSISTENCY", "session")
+    monkeypatch.setenv("CLIPSEARCH_WORKERS", "4")
+    settings = Settings()
+    store = settings.store
+    assert (store.backend, store.milvus_uri, store.milvus_consistency) == ("milvus", "http://milvus:19530", "session")
+    assert store.milvus_token is not None and store.milvus_token.get_secret_value() == "root:Milvus"
+    assert "root:Milvus" not in repr(settings)  # the token stays out of logs
+    assert settings.workers == 4
+
+
+def test_the_milvus_store_defaults_to_strong_consistency_and_sqlite_to_one_process():
+    settings = Settings()
+    assert settings.store.backend == "sqlite" and settings.workers == 1
+    assert settings.store.milvus_consistency == "strong"
