@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "profile", [[], ["--profile", "gpu"], ["--profile", "monitoring"]], ids=["cpu", "gpu", "monitoring"]
+    "profile",
+    [[], ["--profile", "gpu"], ["--profile", "monitoring"], ["--profile", "milvus"]],
+    ids=["cpu", "gpu", "monitoring", "milvus"],
 )
 def test_docker_compose_validates_the_compose_file(profile):
     if shutil.which("docker-compose") is None:
@@ -34,6 +36,11 @@ def test_docker_compose_validates_the_compose_file(profile):
         assert "capabilities" in result.stdout and "cuda" in result.stdout
     if profile == ["--profile", "monitoring"]:
         assert "prometheus.yml" in result.stdout
+    if profile == ["--profile", "milvus"]:
+        # The API waits for a healthy Milvus, which runs beside its etcd and object store.
+        assert "milvusdb/milvus:v2.3.5" in result.stdout and "service_healthy" in result.stdout
+        assert "ETCD_ENDPOINTS: milvus-etcd:2379" in result.stdout and "MINIO_ADDRESS: milvus-minio:9000" in result.stdout
+        assert "CLIPSEARCH_STORE__MILVUS_URI: http://milvus:19530" in result.stdout
 
 
 def test_the_image_runs_as_a_non_root_user_with_a_health_check_and_a_data_volume():
