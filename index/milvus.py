@@ -783,6 +783,20 @@ class MilvusStore:
             self._recall = check
         return check
 
+    def wait_for_index(self, timeout: float | None = None) -> None:
+        """Seal what is written (a flush) and block until Milvus's index covers every row (tools, benchmarks).
+
+        Until then Milvus searches the newest rows without the index: exhaustively,
+        or through its interim index where the server has it on.
+        """
+        deadline = time.monotonic() + (timeout if timeout is not None else 3600)
+        self._call("flushing", self._client.flush, self._items, timeout=max(1.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            described = self._call("describing the index", self._client.describe_index, self._items, "vector")
+            if int(described.get("pending_index_rows", 0)) == 0:
+                return
+            time.sleep(1)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

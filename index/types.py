@@ -166,6 +166,10 @@ class VectorStore(Protocol):
         """Measure the ANN index's recall@k on recent queries (None: nothing to measure)."""
         ...
 
+    def wait_for_index(self, timeout: float | None = None) -> None:
+        """Block until the ANN index covers what is stored (for tools and benchmarks)."""
+        ...
+
     def close(self) -> None: ...
 
 

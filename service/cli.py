@@ -256,6 +256,7 @@ def import_vectors(
                     ]
                 )
             if not sqlite:
+                store.wait_for_index()
                 typer.echo(f"imported {n} vectors into Milvus: {store.count()} items, {store.index_type} index")
                 return
         finally:
