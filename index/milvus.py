@@ -547,31 +547,26 @@ class MilvusStore:
             if not ids:
                 return []
             after, skip = ids[-1], skip - len(ids)
+        rows = self._rows_after(after, _ITEM_FIELDS, limit, skip)
+        return [Item(r["id"], r["meta"], r["created_at"]) for r in rows]
+
+    def _ids_after(self, after: str | None, limit: int) -> list[str]:
+        return [str(r["id"]) for r in self._rows_after(after, ["id"], limit)]
+
+    def _rows_after(self, after: str | None, fields: list[str], limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """Up to `limit` rows with ids after `after` (all: None), skipping `offset`, in id order."""
         expr = f"id > {_string_literal(after)}" if after is not None else ""
         rows = self._call(
             "listing items",
             self._client.query,
             self._items,
             filter=expr,
-            output_fields=_ITEM_FIELDS,
+            output_fields=fields,
             limit=limit,
-            offset=skip,
+            offset=offset,
             **self._read_kwargs(),
         )
-        return [Item(r["id"], r["meta"], r["created_at"]) for r in sorted(rows, key=lambda r: str(r["id"]))]
-
-    def _ids_after(self, after: str | None, limit: int) -> list[str]:
-        expr = f"id > {_string_literal(after)}" if after is not None else ""
-        rows = self._call(
-            "listing ids",
-            self._client.query,
-            self._items,
-            filter=expr,
-            output_fields=["id"],
-            limit=limit,
-            **self._read_kwargs(),
-        )
-        return sorted(str(r["id"]) for r in rows)
+        return sorted(rows, key=lambda r: str(r["id"]))
 
     def export_rows(self, chunk: int = 1000) -> Iterator[list[tuple[str, Metadata, np.ndarray, np.ndarray | None]]]:
         """Every item as (id, metadata, vector, caption vector or None), in chunks, in id order.
@@ -581,19 +576,9 @@ class MilvusStore:
         after: str | None = None
         fields = [*_ITEM_FIELDS, "vector", "version", "caption"]
         while True:
-            expr = f"id > {_string_literal(after)}" if after is not None else ""
-            rows = self._call(
-                "exporting",
-                self._client.query,
-                self._items,
-                filter=expr,
-                output_fields=fields,
-                limit=chunk,
-                **self._read_kwargs(),
-            )
+            rows = self._rows_after(after, fields, chunk)
             if not rows:
                 return
-            rows.sort(key=lambda r: str(r["id"]))
             captioned = [r["id"] for r in rows if r["caption"]]
             captions = self._rows(captioned, ["id", "vector", "version"], self._captions) if captioned else {}
             yield [
@@ -793,7 +778,9 @@ class MilvusStore:
         self._call("flushing", self._client.flush, self._items, timeout=max(1.0, deadline - time.monotonic()))
         while time.monotonic() < deadline:
             described = self._call("describing the index", self._client.describe_index, self._items, "vector")
-            if int(described.get("pending_index_rows", 0)) == 0:
+            # Not pending_index_rows: compactions (an upsert writes a delete too) keep re-indexing
+            # merged segments for many minutes while the rows they hold are already indexed.
+            if int(described.get("indexed_rows", 0)) >= int(described.get("total_rows", 0)):
                 return
             time.sleep(1)
 
