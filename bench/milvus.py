@@ -3,7 +3,7 @@
     python -m bench.milvus [--n 1000000] [--requests 200] [--recall-queries 50] [--images 256]
 
 For each store, SQLite + FAISS and then Milvus (the embedded standalone server
-of tests/milvus_server.py, with Milvus's default settings: a 200 ms time tick,
+of harness/milvus_server.py, with Milvus's default settings: a 200 ms time tick,
 its interim index on): n clustered 512-d unit vectors (bench.ann_quality's
 mixture of 2,000 clusters), each with a `bucket` 0-9 in its metadata, are
 loaded with `clipsearch import-vectors` (timed, index build included), and the
@@ -39,9 +39,8 @@ import numpy as np
 
 from bench.ann_quality import LATENT, clustered
 from bench.common import drive, ms, percentile, photos, queries
-from tests.index.conftest import empty_collections
-from tests.milvus_server import MilvusServer
-from tests.server import ROOT, ServerProcess
+from harness.milvus_server import MilvusServer, empty_collections
+from harness.server import ROOT, ServerProcess
 
 MODEL = "ViT-B-32"
 BUCKETS = 10

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from harness.milvus_server import MilvusServer, milvus_installed
 from service.app import create_app
 from service.settings import Settings, StoreSettings
 from tests.fakes import fake_towers
-from tests.milvus_server import MilvusServer, milvus_installed
 from tests.prerequisites import require_or_skip
 
 
@@ -32,7 +32,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="session")
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
-    """A real Milvus standalone server for the session (tests/milvus_server.py), removed at the end."""
+    """A real Milvus standalone server for the session (harness/milvus_server.py), removed at the end."""
     if not milvus_installed():
         require_or_skip("the milvus package is not installed (pip install -e '.[dev]' installs it)")
     server = MilvusServer(tmp_path_factory.mktemp("milvus") / "server")

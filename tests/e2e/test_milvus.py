@@ -10,10 +10,9 @@ import time
 import httpx
 import pytest
 
+from harness.milvus_server import MilvusServer, empty_collections
+from harness.server import ServerProcess, free_port
 from models.scenes import render, scene_set
-from tests.index.conftest import empty_collections
-from tests.milvus_server import MilvusServer
-from tests.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.milvus_server import empty_collections
 from index.ann import IndexSpec
 from index.milvus import MilvusStore
 from index.store import SqliteFaissStore
@@ -22,17 +23,6 @@ from index.types import VectorStore
 
 BACKENDS = ["sqlite", "milvus"]
 StoreOpener = Callable[..., VectorStore]
-
-
-def empty_collections(uri: str, name: str) -> None:
-    """Delete every row of a contract-test collection and its captions."""
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=uri)
-    for collection in (name, name + "_captions"):
-        if client.has_collection(collection):
-            client.delete(collection, filter='id != ""')
-    client.close()
 
 
 def opener(backend: str, request: pytest.FixtureRequest, root: Path) -> Iterator[StoreOpener]:

@@ -36,11 +36,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from harness.milvus_server import empty_collections
 from index.errors import InvalidItemError, ItemNotFoundError
 from index.milvus import MilvusStore
 from index.store import SqliteFaissStore
 from index.types import FieldFilter, NewItem, VectorStore
-from tests.index.conftest import empty_collections
 
 DIM = 8
 IDS = ["a", "b", "c", "d", "e", "f"]

@@ -227,7 +227,7 @@ def test_serve_with_several_workers_is_refused_on_sqlite_with_what_to_do(tmp_pat
 
 
 def test_a_collection_moves_from_sqlite_to_milvus_and_back_with_its_captions(tmp_path, milvus, monkeypatch):
-    from tests.index.conftest import empty_collections
+    from harness.milvus_server import empty_collections
 
     monkeypatch.setenv("CLIPSEARCH_STORE__MILVUS_URI", milvus.uri)
     monkeypatch.setenv("CLIPSEARCH_STORE__MILVUS_COLLECTION", "cli_move")

@@ -206,3 +206,14 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def empty_collections(uri: str, name: str) -> None:
+    """Delete every row of a contract-test collection and its captions."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    for collection in (name, name + "_captions"):
+        if client.has_collection(collection):
+            client.delete(collection, filter='id != ""')
+    client.close()
