@@ -102,13 +102,14 @@ def test_the_command_line_starts_from_exactly_what_the_image_copies(tmp_path):
 
 
 def test_every_service_built_from_source_builds_the_one_dockerfile():
-    """clipsearch and clipsearch-gpu build the same Dockerfile from the same context (the GPU
-    service only sets TORCH_INDEX), so the COPY test above and `make image-test` cover both."""
+    """clipsearch, clipsearch-gpu and clipsearch-milvus build the same Dockerfile from the same
+    context (the GPU service only sets TORCH_INDEX), so the COPY test above and `make image-test`
+    cover all three."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     lines = (ROOT / "Dockerfile").read_text().splitlines()
     declared = {line.split()[1].split("=")[0] for line in lines if line.startswith("ARG ")}
     builds = {name: service["build"] for name, service in compose["services"].items() if "build" in service}
-    assert set(builds) == {"clipsearch", "clipsearch-gpu"}
+    assert set(builds) == {"clipsearch", "clipsearch-gpu", "clipsearch-milvus"}
     for name, build in builds.items():
         spec = {"context": build} if isinstance(build, str) else build
         assert (ROOT / spec["context"]).resolve() == ROOT, name
