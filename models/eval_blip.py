@@ -4,8 +4,12 @@
     python -m models.eval_blip rerank [--itm demo] [--count 200] [--top 10]
 
 `caption`: the share of scenes whose generated caption names the right colour
-and shape of every object, and no other object (beam search, 3 beams).
-Scenes are rendered at the demo BLIP models' input size (96x96).
+and shape of every object, and no other object (beam search, 3 beams), over
+`count` held-out scenes like the training ones of the first demo models,
+rendered at the demo BLIP models' input size (64x64). Then the share of
+`count` lone shapes of any size (small to nearly the whole picture), position,
+background and canvas (48 to 256 pixels) captioned as exactly one object of the
+right colour and shape, overall and by the shape's radius.
 
 `rerank`: a gallery of `count` images, half of them held-out scenes and half
 their near-copies (one attribute of one object changed: colour, shape, size or
@@ -24,11 +28,21 @@ from collections import Counter
 
 import numpy as np
 
-from models.blip import DEMO_IMAGE_SIZE, BlipMatcher, CaptionJob, CaptionOptions, MatchJob, load_captioner, load_itm
+from models.blip import (
+    DEMO_IMAGE_SIZE,
+    BlipCaptioner,
+    BlipMatcher,
+    CaptionJob,
+    CaptionOptions,
+    MatchJob,
+    load_captioner,
+    load_itm,
+)
 from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, ClipTowers, load_clip
-from models.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, Scene, perturb, render, scene_set
+from models.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, Scene, perturb, render, scene_set, varied_set
 
 EVAL_SEED = 1_000_003
+LONE_SEED = 4_000_037
 RERANK_SEED = 3_000_017
 _PAIR = re.compile(rf"\b({'|'.join(COLOURS)})\s+(?:(?:small|large)\s+)?({'|'.join(SHAPES)})\b")
 
@@ -42,6 +56,21 @@ def caption_is_right(caption: str, scene: Scene, *, exact: bool = True) -> bool:
     """True when the caption names each object's colour and shape (with `exact`, and no other object)."""
     named, truth = named_objects(caption), Counter((o.colour, o.shape) for o in scene.objects)
     return named == truth if exact else not truth - named
+
+
+def captions(captioner: BlipCaptioner, scenes: list[Scene], size: int | None = None) -> list[str]:
+    """Beam-search captions (the service's default options) of the scenes, drawn at `size` or their own canvas."""
+    options = CaptionOptions()
+    out: list[str] = []
+    for start in range(0, len(scenes), 50):
+        part = scenes[start : start + 50]
+        out += captioner.caption([CaptionJob(captioner.preprocess(render(s, size)), options) for s in part])
+    return out
+
+
+def lone_shapes(count: int, seed: int = LONE_SEED) -> list[Scene]:
+    """`count` held-out lone shapes of any size, position, background and canvas."""
+    return varied_set(seed, count, exclude=HELD_OUT_COMBOS, objects=1)
 
 
 def rerank_gallery(count: int, seed: int = RERANK_SEED) -> list[Scene]:
@@ -83,18 +112,30 @@ def main() -> None:
     if args.what == "caption":
         captioner = load_captioner(args.captioner, "cpu")
         scenes = scene_set(EVAL_SEED, args.count, exclude=HELD_OUT_COMBOS)
-        options = CaptionOptions()
-        captions: list[str] = []
-        for start in range(0, len(scenes), 50):
-            part = scenes[start : start + 50]
-            jobs = [CaptionJob(captioner.preprocess(render(s, DEMO_IMAGE_SIZE)), options) for s in part]
-            captions += captioner.caption(jobs)
-        right = [caption_is_right(c, s, exact=False) for c, s in zip(captions, scenes, strict=True)]
-        exact = [caption_is_right(c, s) for c, s in zip(captions, scenes, strict=True)]
-        for caption, scene, ok in list(zip(captions, scenes, exact, strict=True))[:5]:
+        texts = captions(captioner, scenes, DEMO_IMAGE_SIZE)
+        right = [caption_is_right(c, s, exact=False) for c, s in zip(texts, scenes, strict=True)]
+        exact = [caption_is_right(c, s) for c, s in zip(texts, scenes, strict=True)]
+        for caption, scene, ok in list(zip(texts, scenes, exact, strict=True))[:5]:
             print(f"{'ok   ' if ok else 'wrong'} {caption!r}  (truth: {scene.caption()!r})")
         print(f"{args.count} held-out scenes, captions that name every object's colour and shape: {np.mean(right):.3f}")
         print(f"{args.count} held-out scenes, ... and name no other object:                 {np.mean(exact):.3f}")
+        lone = lone_shapes(args.count)
+        texts = captions(captioner, lone)
+        one = np.array([caption_is_right(c, s) for c, s in zip(texts, lone, strict=True)])
+        several = np.array([sum(named_objects(c).values()) > 1 for c in texts])
+        radius = np.array([s.objects[0].scale or 0.0 for s in lone])
+        wrong = [(c, s) for c, s, ok in zip(texts, lone, one, strict=True) if not ok]
+        for caption, scene in wrong[:5]:
+            print(f"wrong {caption!r}  (truth: {scene.caption()!r}, radius {scene.objects[0].scale:.2f})")
+        print(
+            f"{args.count} lone shapes of any size, captioned as one object of the right colour and shape: "
+            f"{one.mean():.3f} (named more than one object: {several.mean():.3f})"
+        )
+        for low, high in ((0.0, 0.14), (0.14, 0.25), (0.25, 1.0)):
+            part = (radius >= low) & (radius < high)
+            print(
+                f"  radius {low:.2f}-{min(high, 0.45):.2f} of the side ({part.sum():3d} shapes): {one[part].mean():.3f}"
+            )
     else:
         towers = load_clip(DEMO_MODEL, str(DEMO_CHECKPOINT), "cpu", fallback_to_demo=False)
         matcher = load_itm(args.itm, "cpu")
