@@ -51,6 +51,9 @@ from models.text_graphs import TextGraphs
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo"
+# The demo model's first architecture (a small ViT, whose checkpoints know colour but hardly shape),
+# kept so such a checkpoint can still be loaded by name.
+DEMO_VIT_MODEL = "demo-vit"
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEMO_CHECKPOINT = Path(__file__).parent / "weights" / "demo.pt"
 # Weights used when --pretrained is not given.
@@ -589,6 +592,23 @@ def _not_cached(name: str, spec: str, unreachable: str) -> str:
     )
 
 
+def _demo_checkpoint_hint(name: str, path: str) -> str | None:
+    """Which demo model name a demo checkpoint of the other architecture loads with, if it is one."""
+    if name not in (DEMO_MODEL, DEMO_VIT_MODEL):
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file at all: open_clip's own error says enough
+        return None
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
+    keys = {str(k).removeprefix("module.") for k in state}
+    if name == DEMO_MODEL and "visual.transformer.resblocks.0.attn.in_proj_weight" in keys:
+        return f"it is a checkpoint of the earlier demo architecture (a ViT): load it with --model {DEMO_VIT_MODEL}"
+    if name == DEMO_VIT_MODEL and "visual.layer1.0.conv1.weight" in keys:
+        return f"it is a checkpoint of the current demo architecture: load it with --model {DEMO_MODEL}"
+    return None
+
+
 def _load(name: str, spec: str, kind: WeightsKind, placement: Placement, pipeline: Pipeline) -> ClipTowers:
     device = placement.device
     # On CUDA open_clip makes the half-precision model itself (LayerNorm kept in fp32);
@@ -607,7 +627,8 @@ def _load(name: str, spec: str, kind: WeightsKind, placement: Placement, pipelin
             )
             tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:  # open_clip raises bare RuntimeErrors and hub errors alike
-        raise ModelLoadError(f"cannot load {name} with weights {spec}: {exc}") from exc
+        hint = _demo_checkpoint_hint(name, spec) if kind is WeightsKind.FILE else None
+        raise ModelLoadError(f"cannot load {name} with weights {spec}: {hint or exc}") from exc
     logit_scale = float(model.logit_scale.exp().item())
     if device.type == "cpu":
         model = model.to(placement.weights_dtype)

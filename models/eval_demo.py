@@ -1,6 +1,6 @@
 """Measure the demo CLIP on held-out generated scenes: what it knows of colour and of shape.
 
-    python -m models.eval_demo [--checkpoint models/weights/demo.pt] [--count 200]
+    python -m models.eval_demo [--checkpoint models/weights/demo.pt] [--model demo] [--count 200]
 
 Zero-shot classification, as `POST /v1/classify` does it (the image against
 "a photo of a {}." for each label, the best first), over `2 * count` lone
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, ClipTowers, load_clip
+from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, DEMO_VIT_MODEL, ClipTowers, load_clip
 from models.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, Scene, render, scene_set, varied_set, with_shape
 
 EVAL_SEED = 1_000_003
@@ -48,9 +48,14 @@ TEMPLATE = "a photo of a {}."
 TARGETS = {"colour": 0.95, "shape": 0.90, "colour+shape": 0.85, "shape-only R@1": 0.90}
 
 
-def encode_images(towers: ClipTowers, scenes: list[Scene]) -> np.ndarray:
+def encode_images(towers: ClipTowers, scenes: list[Scene], chunk: int = 256) -> np.ndarray:
     """Unit image rows of the scenes, each drawn at its own canvas size and prepared as the service does."""
-    return towers.image.encode([towers.image.preprocess(render(s)) for s in scenes])
+    return np.concatenate(
+        [
+            towers.image.encode([towers.image.preprocess(render(s)) for s in scenes[start : start + chunk]])
+            for start in range(0, len(scenes), chunk)
+        ]
+    )
 
 
 def recall_at_1(towers: ClipTowers, scenes: list[Scene]) -> float:
@@ -107,12 +112,11 @@ def shape_groups(scenes: list[Scene], seed: int = SHAPE_SEED) -> list[tuple[list
 
 def shape_recall_at_1(towers: ClipTowers, groups: list[tuple[list[Scene], list[bool]]]) -> float:
     """Fraction of queried copies whose canonical caption ranks that copy first within its group."""
-    hits: list[bool] = []
-    for copies, queried in groups:
-        images = encode_images(towers, copies)
-        texts = towers.text.encode([c.caption() for c in copies])
-        best = np.argmax(texts @ images.T, axis=1)
-        hits += [int(best[i]) == i for i in range(len(copies)) if queried[i]]
+    copies = [copy for group, _ in groups for copy in group]
+    images = encode_images(towers, copies).reshape(len(groups), len(SHAPES), -1)
+    texts = towers.text.encode([c.caption() for c in copies]).reshape(len(groups), len(SHAPES), -1)
+    best = np.argmax(np.einsum("gqd,gid->gqi", texts, images), axis=2)
+    hits = [int(best[g, i]) == i for g, (_, queried) in enumerate(groups) for i in range(len(SHAPES)) if queried[i]]
     return float(np.mean(hits))
 
 
@@ -120,9 +124,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument(
+        "--model", default=DEMO_MODEL, help=f"the checkpoint's config: {DEMO_MODEL} or {DEMO_VIT_MODEL}"
+    )
     args = parser.parse_args()
     n = args.count
-    towers = load_clip(DEMO_MODEL, str(args.checkpoint), "cpu", fallback_to_demo=False)
+    towers = load_clip(args.model, str(args.checkpoint), "cpu", fallback_to_demo=False)
 
     lone = zero_shot(towers, varied_set(LONE_SEED, 2 * n, exclude=HELD_OUT_COMBOS, objects=1))
     shape_lone = shape_recall_at_1(towers, shape_groups(varied_set(SHAPE_SEED, n, objects=1)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import permutations
 
@@ -59,6 +59,9 @@ SCALES: dict[str, tuple[float, float]] = {"small": (0.07, 0.11), "large": (0.14,
 LONE_LARGE_MAX = 0.45
 CENTRED_ABOVE = 0.3
 CANVAS_SIZES: tuple[int, ...] = (48, 64, 96, 128, 192, 256)
+# The canvases the demo models are trained on: what a model sees is the picture
+# resized to its input size (64), and larger canvases only cost more to draw.
+TRAINING_CANVASES: tuple[int, ...] = (48, 64, 64, 96, 128)
 
 # Colour–shape pairs never drawn in training, to measure generalisation to
 # unseen combinations of known words.
@@ -145,13 +148,14 @@ def varied_scene(
     require: Iterable[tuple[str, str]] = (),
     max_objects: int = 3,
     count: int | None = None,
+    canvases: Sequence[int] = CANVAS_SIZES,
 ) -> Scene:
     """Draw a scene from a wider range than `random_scene`: 1..max_objects (or `count`) objects.
 
     Each object's radius is drawn from its size word's range (SCALES); a lone
     large shape may be up to LONE_LARGE_MAX of the canvas side, and is centred
     past CENTRED_ABOVE. Backgrounds are plain or a fade between two colours,
-    either with or without noise; the canvas is one of CANVAS_SIZES. `exclude`
+    either with or without noise; the canvas is one of `canvases`. `exclude`
     and `require` as for `random_scene`.
     """
     excluded = set(exclude)
@@ -178,7 +182,7 @@ def varied_scene(
     background = _background(rng, objects)
     gradient = _gradient(rng, objects, background) if rng.random() < 0.4 else None
     noisy = rng.random() < 0.4
-    return Scene(tuple(objects), background, noisy, rng.randrange(2**31), rng.choice(CANVAS_SIZES), gradient)
+    return Scene(tuple(objects), background, noisy, rng.randrange(2**31), rng.choice(canvases), gradient)
 
 
 def _background(rng: random.Random, objects: list[SceneObject]) -> tuple[int, int, int]:
