@@ -6,7 +6,9 @@
 `caption` trains BlipForConditionalGeneration, its image encoder started from
 the demo CLIP's image tower, with BLIP's language-modelling loss on each
 scene's canonical caption (sometimes after a prefix such as "a photo of", so
-prompts can be continued). `itm` trains BlipForImageTextRetrieval's
+prompts can be continued); the scenes are the first demo models' ones and
+varied ones (any size, lone shapes up to nearly the whole picture, fades,
+canvases of 48 to 128 pixels). `itm` trains BlipForImageTextRetrieval's
 image–text matching head, starting from the captioner's image encoder and text
 layers, with hard negatives: each scene comes with a near-copy that differs in
 one attribute of one object (colour, shape, size or position), each full
@@ -40,7 +42,6 @@ from transformers import (
 
 from models.blip import (
     DEMO_CAPTIONER_DIR,
-    DEMO_IMAGE_SIZE,
     DEMO_ITM_DIR,
     BlipTask,
     demo_config,
@@ -48,8 +49,16 @@ from models.blip import (
     itm_logits_from_embeds,
     text_config,
 )
-from models.clip import DEMO_CHECKPOINT
-from models.scenes import HELD_OUT_COMBOS, Scene, perturb, random_scene, render, training_caption
+from models.scenes import (
+    HELD_OUT_COMBOS,
+    TRAINING_CANVASES,
+    Scene,
+    perturb,
+    random_scene,
+    render,
+    training_caption,
+    varied_scene,
+)
 
 _CAPTION_PREFIXES = ("a photo of ", "an image of ", "a picture of ", "there is ")
 
@@ -61,15 +70,29 @@ def caption_text(scene: Scene, rng: random.Random) -> str:
 
 
 def pixels(processor: BlipProcessor, scenes: list[Scene]) -> torch.Tensor:
-    images = [render(s, DEMO_IMAGE_SIZE) for s in scenes]
+    """The scenes drawn at their canvas and prepared by the processor (resized to the model's input)."""
+    images = [render(s) for s in scenes]
     out: torch.Tensor = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     return out
+
+
+def caption_scene(rng: random.Random) -> Scene:
+    """A scene like the first demo models' (64 pixels) 40% of the time, else a varied one, half of those lone.
+
+    Lone shapes of every size, up to nearly the whole picture, teach the
+    captioner that one large shape is one object.
+    """
+    draw = rng.random()
+    if draw < 0.4:
+        return random_scene(rng, exclude=HELD_OUT_COMBOS)
+    lone = 1 if draw < 0.7 else None
+    return varied_scene(rng, exclude=HELD_OUT_COMBOS, count=lone, canvases=TRAINING_CANVASES)
 
 
 def caption_loss(
     model: BlipForConditionalGeneration, processor: BlipProcessor, rng: random.Random, batch_size: int
 ) -> torch.Tensor:
-    scenes = [random_scene(rng, exclude=HELD_OUT_COMBOS) for _ in range(batch_size)]
+    scenes = [caption_scene(rng) for _ in range(batch_size)]
     tokens = processor.tokenizer([caption_text(s, rng) for s in scenes], padding=True, return_tensors="pt")
     input_ids = tokens["input_ids"].clone()
     # BLIP's decoder starts from its own token ([DEC]) where the tokenizer writes [CLS].
@@ -208,15 +231,25 @@ def train(
     *,
     bf16: bool,
     init_from: Path | None,
+    vision_from: Path | None,
     vision_lr_scale: float,
+    threads: int | None = None,
 ) -> None:
     torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
     rng = random.Random(seed)
     processor = demo_processor()
     model: PreTrainedModel
     if task is BlipTask.CAPTION:
-        model = BlipForConditionalGeneration(demo_config())
-        vision_from_demo_clip(model.vision_model, DEMO_CHECKPOINT)
+        if init_from is not None:
+            # Training goes on from a trained captioner (by default the bundled one): what it knows
+            # stays, and the wider scenes teach it the rest in far fewer steps than from scratch.
+            model = BlipForConditionalGeneration.from_pretrained(init_from, dtype=torch.float32)
+        else:
+            model = BlipForConditionalGeneration(demo_config())
+            if vision_from is not None:
+                vision_from_demo_clip(model.vision_model, vision_from)
     else:
         model = itm_from_captioner(init_from) if init_from is not None else BlipForImageTextRetrieval(demo_config())
     model.train()
@@ -270,6 +303,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 for caption, 5e-4 for itm")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--out", type=Path, default=None, help="default: the bundled demo directory for the task")
     parser.add_argument("--fp32", action="store_true", help="train in float32 (default: bf16 autocast)")
     parser.add_argument("--vision-lr-scale", type=float, default=0.5, help="caption: the image encoder's share of --lr")
@@ -277,7 +311,15 @@ def main() -> None:
         "--init-from",
         type=Path,
         default=DEMO_CAPTIONER_DIR,
-        help="itm: start the image and text encoders from this captioner ('none': from scratch)",
+        help="caption: go on training this captioner; itm: start the image and text encoders from it "
+        "('none': from scratch)",
+    )
+    parser.add_argument(
+        "--vision-from",
+        type=Path,
+        default=None,
+        help="caption with --init-from none: start the image encoder from this ViT demo CLIP checkpoint "
+        "(python -m models.train_demo --model demo-vit)",
     )
     args = parser.parse_args()
     out = args.out or (DEMO_CAPTIONER_DIR if args.task is BlipTask.CAPTION else DEMO_ITM_DIR)
@@ -292,6 +334,8 @@ def main() -> None:
         out,
         bf16=not args.fp32,
         init_from=init_from,
+        vision_from=args.vision_from,
+        threads=args.threads,
         vision_lr_scale=args.vision_lr_scale,
     )
 
