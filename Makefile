@@ -36,20 +36,20 @@ image-clean:
 	bash deploy/image_test.sh clean
 
 train-demo: install
-	$(PY) -m models.train_demo --steps 3000 --seed 0 --out models/weights/demo.pt
+	$(PY) -m demo.train_clip --steps 3000 --seed 0 --out models/weights/demo.pt
 
 eval-demo: install
-	$(PY) -m models.eval_demo
+	$(PY) -m demo.eval_clip
 
 # The captioner goes on from the bundled one, as the committed one went on from its predecessor
 # (docs/demo-model.md); from scratch: --init-from none --vision-from a demo-vit checkpoint, --steps 8000.
 train-blip-demo: install
-	$(PY) -m models.train_blip caption --steps 2000 --seed 0 --lr 5e-4
-	$(PY) -m models.train_blip itm --steps 6000 --seed 0
+	$(PY) -m demo.train_blip caption --steps 2000 --seed 0 --lr 5e-4
+	$(PY) -m demo.train_blip itm --steps 6000 --seed 0
 
 eval-blip-demo: install
-	$(PY) -m models.eval_blip caption
-	$(PY) -m models.eval_blip rerank
+	$(PY) -m demo.eval_blip caption
+	$(PY) -m demo.eval_blip rerank
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from demo.scenes import render, scene_set
 from index.ann import IndexSpec, IndexType
 from index.store import SqliteFaissStore
 from index.types import NewItem
-from models.scenes import render, scene_set
 
 WORDS = ["cat", "dog", "red", "car", "tree", "house", "beach", "mountain", "city", "night", "bird", "flower"]
 

@@ -42,10 +42,10 @@ import torch
 
 from bench.ann_quality import LATENT, clustered
 from bench.common import percentile, queries
+from demo.scenes import random_scene, render
 from harness.server import ROOT, ServerProcess
 from index.ann import IndexSpec, IndexType, build_ann, far_threshold, search_ann
 from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, load_clip
-from models.scenes import random_scene, render
 
 DEFAULT_CACHE = ROOT / "artifacts" / "cross_modal"
 K = 10

@@ -4,7 +4,7 @@
 `--itm` settings do: a Hugging Face hub id (`Salesforce/blip-image-captioning-base`,
 downloaded and cached when online), a local directory written by
 `save_pretrained`, or `demo` for the tiny models trained on this project's
-synthetic scenes (`python -m models.train_blip`). Every spec goes through
+synthetic scenes (`python -m demo.train_blip`). Every spec goes through
 `from_pretrained`, so the demo models load exactly like real weights.
 """
 
@@ -20,11 +20,8 @@ from typing import Generic, TypeVar
 import torch
 from PIL import Image
 from transformers import (
-    BertTokenizer,
-    BlipConfig,
     BlipForConditionalGeneration,
     BlipForImageTextRetrieval,
-    BlipImageProcessor,
     BlipProcessor,
     BlipTextConfig,
     PreTrainedModel,
@@ -32,7 +29,6 @@ from transformers import (
 
 from models.devices import resolve_device
 from models.errors import ModelLoadError
-from models.scenes import COLOURS, POSITION_PHRASES, SHAPES, SIZES
 
 log = logging.getLogger(__name__)
 
@@ -40,65 +36,7 @@ DEMO = "demo"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEMO_CAPTIONER_DIR = WEIGHTS_DIR / "blip-caption-demo"
 DEMO_ITM_DIR = WEIGHTS_DIR / "blip-itm-demo"
-DEMO_IMAGE_SIZE = 64
 MAX_PROMPT_TOKENS = 32
-_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
-
-
-# --- the demo models' configuration ------------------------------------------------------------
-
-
-def demo_vocabulary() -> dict[str, int]:
-    """WordPiece vocabulary of the demo models: special tokens, every caption word, and letters.
-
-    The words are those the scene generator writes; single letters (and their
-    `##` continuations) let any other lower-case word be spelt out rather than
-    become [UNK].
-    """
-    words = {"a", "an", "photo", "of", "image", "picture", "there", "is", "and", "on", "the", "at", "in"}
-    words.update(SHAPES, COLOURS, SIZES)
-    for phrase in POSITION_PHRASES.values():
-        words.update(phrase.split())
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    tokens = [*_SPECIALS, *sorted(words), *(c for c in letters if c not in words), *(f"##{c}" for c in letters)]
-    return {token: i for i, token in enumerate(tokens)}
-
-
-def demo_processor() -> BlipProcessor:
-    """BlipProcessor of the demo models: 64x64 images, CLIP's normalisation, the demo vocabulary."""
-    tokenizer = BertTokenizer(vocab=demo_vocabulary(), do_lower_case=True, bos_token="[DEC]")
-    images = BlipImageProcessor(size={"height": DEMO_IMAGE_SIZE, "width": DEMO_IMAGE_SIZE})
-    return BlipProcessor(image_processor=images, tokenizer=tokenizer)  # type: ignore[no-untyped-call]
-
-
-def demo_config() -> BlipConfig:
-    """A small BlipConfig (about 1.4M parameters) for 64x64 scenes and the demo vocabulary."""
-    vocab = demo_vocabulary()
-    text = {
-        "vocab_size": len(vocab),
-        "hidden_size": 128,
-        "encoder_hidden_size": 128,
-        "intermediate_size": 512,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 64,
-        "bos_token_id": vocab["[DEC]"],
-        "eos_token_id": vocab["[SEP]"],
-        "sep_token_id": vocab["[SEP]"],
-        "pad_token_id": vocab["[PAD]"],
-    }
-    vision = {
-        # The demo CLIP's image tower, whose weights the captioner starts from.
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "image_size": DEMO_IMAGE_SIZE,
-        "patch_size": 8,
-        # transformers' default (1e-10) suits fine-tuning, not training from scratch.
-        "initializer_range": 0.02,
-    }
-    return BlipConfig(text_config=text, vision_config=vision, projection_dim=128, image_text_hidden_size=128)
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
+from demo.blip_config import DEMO_IMAGE_SIZE
+from demo.scenes import HELD_OUT_COMBOS, Scene, SceneObject, perturb, scene_set
 from harness.server import ServerProcess
-from models.blip import DEMO_IMAGE_SIZE
 from models.clip import DEMO_MODEL, load_clip
-from models.scenes import HELD_OUT_COMBOS, Scene, SceneObject, perturb, scene_set
 from tests.e2e.test_server import add, png
 
 pytestmark = pytest.mark.e2e

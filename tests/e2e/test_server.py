@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from demo.scenes import Scene, SceneObject, render, scene_set
 from harness.server import ServerProcess, free_port
 from models.clip import DEMO_MODEL, register_bundled_configs
-from models.scenes import Scene, SceneObject, render, scene_set
 
 pytestmark = pytest.mark.e2e
 

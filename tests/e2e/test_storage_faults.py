@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.scenes import scene_set
 from harness.server import ServerProcess
-from models.scenes import scene_set
 from tests.e2e.test_server import png
 from tests.prerequisites import require_or_skip
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from demo.scenes import Scene, SceneObject
 from harness.server import ROOT, ServerProcess
-from models.scenes import Scene, SceneObject
 from tests.e2e.test_server import one_object, png
 from tests.prerequisites import require_or_skip
 

@@ -15,6 +15,7 @@ from transformers import (
     BlipVisionConfig,
 )
 
+from demo.blip_config import demo_config, demo_processor, demo_vocabulary
 from models.blip import (
     DEMO_CAPTIONER_DIR,
     DEMO_ITM_DIR,
@@ -22,9 +23,6 @@ from models.blip import (
     CaptionOptions,
     Decoding,
     MatchJob,
-    demo_config,
-    demo_processor,
-    demo_vocabulary,
     load_captioner,
     load_itm,
 )

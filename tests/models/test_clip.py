@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
+from demo.scenes import render, scene_set
 from harness.server import free_port
 from models.clip import (
     DEMO_MODEL,
@@ -34,7 +35,6 @@ from models.clip import (
 )
 from models.errors import ModelLoadError
 from models.pixels import normalise
-from models.scenes import render, scene_set
 from models.text_graphs import BATCH_BUCKETS, bucket, pad_tokens
 from tests.models.photos import photo_jpegs
 

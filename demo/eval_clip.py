@@ -1,6 +1,6 @@
 """Measure the demo CLIP on held-out generated scenes: what it knows of colour and of shape.
 
-    python -m models.eval_demo [--checkpoint models/weights/demo.pt] [--model demo] [--count 200]
+    python -m demo.eval_clip [--checkpoint models/weights/demo.pt] [--model demo] [--count 200]
 
 Zero-shot classification, as `POST /v1/classify` does it (the image against
 "a photo of a {}." for each label, the best first), over `2 * count` lone
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from demo.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, Scene, render, scene_set, varied_set, with_shape
 from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, DEMO_VIT_MODEL, ClipTowers, load_clip
-from models.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, Scene, render, scene_set, varied_set, with_shape
 
 EVAL_SEED = 1_000_003
 UNSEEN_SEED = 2_000_003

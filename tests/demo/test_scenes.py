@@ -1,4 +1,4 @@
-"""The synthetic scenes the demo models are trained and measured on (models/scenes.py)."""
+"""The synthetic scenes the demo models are trained and measured on (demo/scenes.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from models.scenes import (
+from demo.scenes import (
     CENTRED_ABOVE,
     HELD_OUT_COMBOS,
     LONE_LARGE_MAX,
@@ -30,7 +30,7 @@ from models.scenes import (
 
 def test_scene_sets_are_the_same_in_every_process_whatever_the_string_hash_seed():
     script = (
-        "from models.scenes import HELD_OUT_COMBOS, scene_set, varied_set\n"
+        "from demo.scenes import HELD_OUT_COMBOS, scene_set, varied_set\n"
         "print([s.caption() for s in scene_set(7, 20, require=HELD_OUT_COMBOS)])\n"
         "print([s.caption() for s in varied_set(7, 20, require=HELD_OUT_COMBOS)])\n"
     )

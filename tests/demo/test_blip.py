@@ -1,4 +1,4 @@
-"""Tests of meaning with the bundled demo BLIP models (trained by models/train_blip.py)."""
+"""Tests of meaning with the bundled demo BLIP models (trained by demo/train_blip.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from models.blip import (
-    DEMO_IMAGE_SIZE,
-    BlipCaptioner,
-    BlipMatcher,
-    CaptionJob,
-    CaptionOptions,
-    MatchJob,
-    load_captioner,
-    load_itm,
-)
+from demo.blip_config import DEMO_IMAGE_SIZE
+from demo.eval_blip import caption_is_right, captions, lone_shapes, named_objects
+from demo.scenes import HELD_OUT_COMBOS, SHAPES, Scene, SceneObject, perturb, render, scene_set
+from models.blip import BlipCaptioner, BlipMatcher, CaptionJob, CaptionOptions, MatchJob, load_captioner, load_itm
 from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, ClipTowers, load_clip
-from models.eval_blip import caption_is_right, captions, lone_shapes, named_objects
-from models.scenes import HELD_OUT_COMBOS, SHAPES, Scene, SceneObject, perturb, render, scene_set
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def test_one_shape_half_the_picture_on_a_plain_background_is_captioned_as_one_ob
 
 
 def test_lone_shapes_of_any_size_are_captioned_as_one_object_of_their_colour_and_shape(captioner):
-    scenes = lone_shapes(200)  # as models.eval_blip measures them
+    scenes = lone_shapes(200)  # as demo.eval_blip measures them
     right = [caption_is_right(c, s) for c, s in zip(captions(captioner, scenes), scenes, strict=True)]
     assert np.mean(right) >= 0.95  # measured: 0.970 (docs/blip.md); the first demo captioner: 0.645
 

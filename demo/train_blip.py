@@ -1,7 +1,7 @@
 """Train the bundled demo BLIP models on synthetic scenes.
 
-    python -m models.train_blip caption --steps 8000 --seed 0   # -> models/weights/blip-caption-demo
-    python -m models.train_blip itm --steps 6000 --seed 0       # -> models/weights/blip-itm-demo (after caption)
+    python -m demo.train_blip caption --steps 8000 --seed 0   # -> models/weights/blip-caption-demo
+    python -m demo.train_blip itm --steps 6000 --seed 0       # -> models/weights/blip-itm-demo (after caption)
 
 `caption` trains BlipForConditionalGeneration, its image encoder started from
 the demo CLIP's image tower, with BLIP's language-modelling loss on each
@@ -40,16 +40,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from models.blip import (
-    DEMO_CAPTIONER_DIR,
-    DEMO_ITM_DIR,
-    BlipTask,
-    demo_config,
-    demo_processor,
-    itm_logits_from_embeds,
-    text_config,
-)
-from models.scenes import (
+from demo.blip_config import demo_config, demo_processor
+from demo.scenes import (
     HELD_OUT_COMBOS,
     TRAINING_CANVASES,
     Scene,
@@ -59,6 +51,7 @@ from models.scenes import (
     training_caption,
     varied_scene,
 )
+from models.blip import DEMO_CAPTIONER_DIR, DEMO_ITM_DIR, BlipTask, itm_logits_from_embeds, text_config
 
 _CAPTION_PREFIXES = ("a photo of ", "an image of ", "a picture of ", "there is ")
 
@@ -319,7 +312,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="caption with --init-from none: start the image encoder from this ViT demo CLIP checkpoint "
-        "(python -m models.train_demo --model demo-vit)",
+        "(python -m demo.train_clip --model demo-vit)",
     )
     args = parser.parse_args()
     out = args.out or (DEMO_CAPTIONER_DIR if args.task is BlipTask.CAPTION else DEMO_ITM_DIR)

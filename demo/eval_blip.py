@@ -1,7 +1,7 @@
 """Measure the demo BLIP models on held-out generated scenes.
 
-    python -m models.eval_blip caption [--captioner demo] [--count 200]
-    python -m models.eval_blip rerank [--itm demo] [--count 200] [--top 10]
+    python -m demo.eval_blip caption [--captioner demo] [--count 200]
+    python -m demo.eval_blip rerank [--itm demo] [--count 200] [--top 10]
 
 `caption`: the share of scenes whose generated caption names the right colour
 and shape of every object, and no other object (beam search, 3 beams), over
@@ -28,18 +28,10 @@ from collections import Counter
 
 import numpy as np
 
-from models.blip import (
-    DEMO_IMAGE_SIZE,
-    BlipCaptioner,
-    BlipMatcher,
-    CaptionJob,
-    CaptionOptions,
-    MatchJob,
-    load_captioner,
-    load_itm,
-)
+from demo.blip_config import DEMO_IMAGE_SIZE
+from demo.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, Scene, perturb, render, scene_set, varied_set
+from models.blip import BlipCaptioner, BlipMatcher, CaptionJob, CaptionOptions, MatchJob, load_captioner, load_itm
 from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, ClipTowers, load_clip
-from models.scenes import COLOURS, HELD_OUT_COMBOS, SHAPES, Scene, perturb, render, scene_set, varied_set
 
 EVAL_SEED = 1_000_003
 LONE_SEED = 4_000_037

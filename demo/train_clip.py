@@ -1,6 +1,6 @@
 """Train the bundled demo CLIP on synthetic scenes (contrastive InfoNCE, as CLIP's ITC).
 
-    python -m models.train_demo --steps 3000 --seed 0 --out models/weights/demo.pt
+    python -m demo.train_clip --steps 3000 --seed 0 --out models/weights/demo.pt
 
 The model is built from `models/configs/demo.json` through open_clip's public
 API, so the checkpoint loads exactly like any other open_clip checkpoint. It is
@@ -8,7 +8,7 @@ saved in fp16 to keep the committed file small; open_clip casts it back to the
 model's fp32 parameters on load.
 
 Each batch holds three kinds of scenes, all drawn from the varied range of
-`models.scenes.varied_scene` (any size, fades, noise, canvases of 48 to 128
+`demo.scenes.varied_scene` (any size, fades, noise, canvases of 48 to 128
 pixels; eval_demo measures up to 256):
 
 - shape groups: a scene drawn in each shape of one of its objects, nothing
@@ -36,9 +36,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from models.clip import DEMO_MODEL, DEMO_VIT_MODEL, register_bundled_configs
-from models.pixels import PixelSpec, normalise, pixel_spec, resize_crop
-from models.scenes import (
+from demo.scenes import (
     HELD_OUT_COMBOS,
     SHAPES,
     TRAINING_CANVASES,
@@ -50,6 +48,8 @@ from models.scenes import (
     varied_scene,
     with_shape,
 )
+from models.clip import DEMO_MODEL, DEMO_VIT_MODEL, register_bundled_configs
+from models.pixels import PixelSpec, normalise, pixel_spec, resize_crop
 
 
 def _scene(rng: random.Random) -> Scene:

@@ -1,6 +1,6 @@
 """The demo CLIP's documented quality, checked in the suite (docs/demo-model.md).
 
-The sets are those `python -m models.eval_demo` measures (same seeds, 200 of
+The sets are those `python -m demo.eval_clip` measures (same seeds, 200 of
 each), and each bar is the target of issue #13 or, for the figures first
 measured, a little under the documented figure.
 """
@@ -11,9 +11,7 @@ import open_clip
 import pytest
 import torch
 
-from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, DEMO_VIT_MODEL, ClipTowers, load_clip, register_bundled_configs
-from models.errors import ModelLoadError
-from models.eval_demo import (
+from demo.eval_clip import (
     EVAL_SEED,
     LONE_SEED,
     SHAPE_SEED,
@@ -23,7 +21,9 @@ from models.eval_demo import (
     shape_recall_at_1,
     zero_shot,
 )
-from models.scenes import HELD_OUT_COMBOS, scene_set, varied_set
+from demo.scenes import HELD_OUT_COMBOS, scene_set, varied_set
+from models.clip import DEMO_CHECKPOINT, DEMO_MODEL, DEMO_VIT_MODEL, ClipTowers, load_clip, register_bundled_configs
+from models.errors import ModelLoadError
 
 
 @pytest.fixture(scope="module")
