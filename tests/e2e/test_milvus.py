@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
+from demo.scenes import render, scene_set
 from harness.milvus_server import MilvusServer, empty_collections
 from harness.server import ServerProcess, free_port
-from models.scenes import render, scene_set
 
 pytestmark = pytest.mark.e2e
 
