@@ -9,15 +9,24 @@ the snapshot: searched exactly beside it). See docs/design.md.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from index.directory import replace_durably
+
 # Re-exported: the vocabularies live in index.options, which imports without faiss.
 from index.options import Encoding as Encoding
 from index.options import IndexType as IndexType
+
+log = logging.getLogger(__name__)
+
+ANN_FILE = "ann.faiss"
 
 # A graph walk from a query far from every stored vector needs a much wider
 # search than a list scan does: at 1M, text queries among clustered vectors found
@@ -184,3 +193,93 @@ def index_kind(index: faiss.Index) -> IndexType | None:
     if isinstance(inner, faiss.IndexIVF):
         return IndexType.IVF
     return None
+
+
+def save_ann(directory: Path, index: faiss.Index, kind: IndexType, encoding: Encoding) -> None:
+    """Save an index built by build_ann in `directory`, with a description of how it was built.
+
+    Each file is replaced durably (index.directory.replace_durably), so a power
+    cut leaves the old file or the new one, whole. The description goes last: a
+    cut between the two leaves the new index with the old description, which
+    load_ann notices (it checks the loaded index's own kind).
+    Raises OSError or RuntimeError (FAISS) when the files cannot be written.
+    """
+    replace_durably(directory / ANN_FILE, lambda tmp: faiss.write_index(index, str(tmp)))
+    description = json.dumps({"kind": str(kind), "encoding": str(encoding)})
+    replace_durably(directory / (ANN_FILE + ".json"), lambda tmp: tmp.write_text(description))
+
+
+def load_ann(directory: Path, kind: IndexType, encoding: Encoding) -> faiss.Index | None:
+    """The index save_ann saved in `directory`, if it is a `kind` index in `encoding`; None (logged) if not."""
+    path = directory / ANN_FILE
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads((directory / (ANN_FILE + ".json")).read_text())
+        if meta["kind"] != kind or meta["encoding"] != encoding:
+            return None  # built with other settings: rebuild
+        index = faiss.read_index(str(path))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        log.warning("ignoring the saved ANN index (%s); it will be rebuilt", exc)
+        return None
+    if index_kind(index) is not kind:
+        # The description and the index come from different saves (a cut between the renames).
+        log.warning("the saved ANN index is not the %s its description says; it will be rebuilt", kind)
+        return None
+    return index
+
+
+def flat_index(dim: int) -> faiss.IndexIDMap2:
+    """An exact inner-product index over `dim`-d vectors, under ids of one's choosing (seqs)."""
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+@dataclass
+class LiveAnn:
+    """An ANN index over a snapshot of the collection, kept current between builds.
+
+    `stale`: seqs in the snapshot no longer live (excluded from its results);
+    `delta`: live vectors written since the snapshot, searched exactly beside it.
+    Not thread-safe: its owner serialises `record` and searches.
+    """
+
+    index: faiss.Index
+    kind: IndexType
+    snapshot: np.ndarray  # sorted seqs in `index`
+    stale: set[int]
+    delta: faiss.IndexIDMap2
+    delta_seqs: set[int] = field(default_factory=set)
+    far_below: float = -1.0  # queries whose best match scores less search wider (far_threshold)
+
+    @classmethod
+    def over(
+        cls, index: faiss.Index, kind: IndexType, exact: faiss.Index, live: np.ndarray, far_below: float
+    ) -> LiveAnn:
+        """`index` (built by build_ann) brought up to the `live` seqs (sorted), whose vectors `exact` holds."""
+        snapshot = ann_seqs(index)
+        delta_seqs = np.setdiff1d(live, snapshot, assume_unique=True)
+        delta = flat_index(exact.d)
+        if len(delta_seqs):
+            delta.add_with_ids(exact.reconstruct_batch(delta_seqs), delta_seqs)
+        stale = np.setdiff1d(snapshot, live, assume_unique=True)
+        return cls(index, kind, snapshot, set(stale.tolist()), delta, set(delta_seqs.tolist()), far_below)
+
+    def holds(self, seq: int) -> bool:
+        """Whether `seq` is in the snapshot."""
+        i = int(np.searchsorted(self.snapshot, seq))
+        return i < len(self.snapshot) and int(self.snapshot[i]) == seq
+
+    def changed_share(self) -> float:
+        """How much of the collection changed since the snapshot, as a share of the snapshot's size."""
+        return (len(self.stale) + len(self.delta_seqs)) / max(len(self.snapshot), 1)
+
+    def record(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> None:
+        """Take in a committed write: seqs `removed`, and `added` with their `vectors`."""
+        gone_from_delta = [s for s in removed.tolist() if not self.holds(s)]
+        self.stale.update(s for s in removed.tolist() if self.holds(s))
+        if gone_from_delta:
+            self.delta.remove_ids(np.asarray(gone_from_delta, dtype=np.int64))
+            self.delta_seqs.difference_update(gone_from_delta)
+        if len(added):
+            self.delta.add_with_ids(vectors, added)
+            self.delta_seqs.update(added.tolist())

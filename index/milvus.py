@@ -30,11 +30,9 @@ StoreUnreachableError (the service answers 503 and recovers when Milvus does).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 import shutil
@@ -49,6 +47,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from index.ann import IndexSpec, IndexType
+from index.directory import replace_durably
 from index.errors import (
     IncompatibleStoreError,
     InvalidItemError,
@@ -185,14 +184,7 @@ class _Files:
         folder = self.root / item_id
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            final = folder / f"{version}.{kind}"
-            tmp = folder / f".{version}.{kind}.tmp"
-            with tmp.open("wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(final)
-            _fsync_directory(folder)
+            replace_durably(folder / f"{version}.{kind}", lambda tmp: tmp.write_bytes(data))
         except OSError as exc:
             raise StorageUnavailableError(f"cannot write the {kind} of {item_id!r} under {self.root}: {exc}") from exc
 
@@ -215,15 +207,6 @@ class _Files:
 
     def drop(self, item_id: str) -> None:
         shutil.rmtree(self.root / item_id, ignore_errors=True)
-
-
-def _fsync_directory(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _new_version() -> str:

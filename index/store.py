@@ -13,10 +13,8 @@ the background over a snapshot be brought up to date cheaply (see index/ann.py).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -24,9 +22,8 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import faiss
 import numpy as np
@@ -34,13 +31,17 @@ import numpy as np
 from index.ann import (
     IndexSpec,
     IndexType,
+    LiveAnn,
     ann_seqs,
     build_ann,
     exhaustive_search,
     far_threshold,
-    index_kind,
+    flat_index,
+    load_ann,
+    save_ann,
     search_ann,
 )
+from index.directory import take_directory
 from index.errors import (
     IncompatibleStoreError,
     InvalidItemError,
@@ -67,8 +68,6 @@ from index.types import (
 log = logging.getLogger(__name__)
 
 DB_FILE = "store.sqlite3"
-ANN_FILE = "ann.faiss"
-LOCK_FILE = ".lock"
 # Rebuild the ANN index once this share of the collection changed since its snapshot.
 REBUILD_FRACTION = 0.1
 # Set once every row's metadata follows index/metadata.py's rule; stores
@@ -96,27 +95,6 @@ _CALIBRATION_SAMPLE = 1000
 _RECENT_QUERIES = 64
 
 
-def _flat(dim: int) -> faiss.IndexIDMap2:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-
-
-@dataclass
-class _Ann:
-    """An ANN index over a snapshot, plus what changed since: `stale` and the exact `delta`."""
-
-    index: faiss.Index
-    kind: IndexType
-    snapshot: np.ndarray  # sorted seqs in `index`
-    stale: set[int]
-    delta: faiss.IndexIDMap2
-    delta_seqs: set[int] = field(default_factory=set)
-    far_below: float = -1.0  # queries whose best match scores less search wider (index.ann.far_threshold)
-
-    def holds(self, seq: int) -> bool:
-        i = int(np.searchsorted(self.snapshot, seq))
-        return i < len(self.snapshot) and int(self.snapshot[i]) == seq
-
-
 class SqliteFaissStore:
     """VectorStore backed by one SQLite file in `data_dir` and in-memory FAISS indexes.
 
@@ -138,13 +116,13 @@ class SqliteFaissStore:
         self._lock = threading.RLock()
         self._closed = False
         self._builder: threading.Thread | None = None
-        self._ann: _Ann | None = None
+        self._ann: LiveAnn | None = None
         # For the recall self-check: the last ANN queries, and what the last check found.
         self._recent: deque[np.ndarray] = deque(maxlen=_RECENT_QUERIES)
         self._recall: RecallCheck | None = None
         self._searches = 0  # ANN searches (per query vector) since the store opened
         self._far_searches = 0  # of which searched wider
-        self._lock_file = self._take_directory(data_dir)
+        self._lock_file = take_directory(data_dir)
         try:
             self._db = self._connect()
         except sqlite3.Error as exc:
@@ -161,34 +139,13 @@ class SqliteFaissStore:
             self._db.close()
             self._lock_file.close()
             raise
-        self._exact = _flat(dim)
+        self._exact = flat_index(dim)
         # Caption vectors, under their item's seq. Always exact: captions are an
         # optional second field, and the ANN machinery serves the image vectors.
-        self._captions = _flat(dim)
+        self._captions = flat_index(dim)
         self._load_exact()
         self._load_saved_ann()
         self._maybe_build()
-
-    @staticmethod
-    def _take_directory(data_dir: Path) -> IO[bytes]:
-        try:
-            created = not data_dir.exists()
-            data_dir.mkdir(parents=True, exist_ok=True)
-            if created:
-                # A new directory entry is durable only once its parent is fsynced (POSIX).
-                _fsync_directory(data_dir.parent)
-            lock_file = (data_dir / LOCK_FILE).open("ab")
-        except OSError as exc:
-            raise StorageUnavailableError(f"cannot use the data directory {data_dir}: {exc}") from exc
-        try:
-            # Two processes writing one directory would each hold a stale index.
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock_file.close()
-            raise StorageUnavailableError(
-                f"the data directory {data_dir} is in use by another process (a running server?)"
-            ) from None
-        return lock_file
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._dir / DB_FILE, isolation_level=None, check_same_thread=False)
@@ -265,21 +222,11 @@ class SqliteFaissStore:
     # --- ANN index: load, build in the background, swap in ---------------------------------------
 
     def _load_saved_ann(self) -> None:
-        path = self._dir / ANN_FILE
         kind = self._spec.resolve(self._exact.ntotal)
-        if kind is IndexType.FLAT or not path.exists():
+        if kind is IndexType.FLAT:
             return
-        try:
-            meta = json.loads((self._dir / (ANN_FILE + ".json")).read_text())
-            if meta["kind"] != kind or meta["encoding"] != self._spec.encoding:
-                return  # built with other settings: rebuild
-            index = faiss.read_index(str(path))
-            if index_kind(index) is not kind:
-                # The description and the index come from different saves (a cut between the renames).
-                log.warning("the saved ANN index is not the %s its description says; it will be rebuilt", kind)
-                return
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            log.warning("ignoring the saved ANN index (%s); it will be rebuilt", exc)
+        index = load_ann(self._dir, kind, self._spec.encoding)
+        if index is None:
             return
         # Stored vectors still live (the index may hold some deleted since it was saved).
         calibration = _sample(np.intersect1d(ann_seqs(index), self._live_seqs()), _CALIBRATION_SAMPLE)
@@ -288,14 +235,7 @@ class SqliteFaissStore:
 
     def _install_ann(self, index: faiss.Index, kind: IndexType, far_below: float) -> None:
         """Make `index` the serving ANN index; caller holds the lock or owns the store."""
-        snapshot = ann_seqs(index)
-        live = self._live_seqs()
-        delta_seqs = np.setdiff1d(live, snapshot, assume_unique=True)
-        delta = _flat(self._dim)
-        if len(delta_seqs):
-            delta.add_with_ids(self._exact.reconstruct_batch(delta_seqs), delta_seqs)
-        stale = np.setdiff1d(snapshot, live, assume_unique=True)
-        self._ann = _Ann(index, kind, snapshot, set(stale.tolist()), delta, set(delta_seqs.tolist()), far_below)
+        self._ann = LiveAnn.over(index, kind, self._exact, self._live_seqs(), far_below)
         self._recall = None  # measured on another index
 
     def _maybe_build(self) -> None:
@@ -308,10 +248,8 @@ class SqliteFaissStore:
             if kind is IndexType.FLAT:
                 self._ann = None
                 return
-            if ann is not None and ann.kind == kind:
-                changed = len(ann.stale) + len(ann.delta_seqs)
-                if changed <= REBUILD_FRACTION * max(len(ann.snapshot), 1):
-                    return
+            if ann is not None and ann.kind == kind and ann.changed_share() <= REBUILD_FRACTION:
+                return
             self._builder = threading.Thread(target=self._build, args=(kind,), name="ann-build", daemon=True)
             self._builder.start()
 
@@ -337,7 +275,7 @@ class SqliteFaissStore:
             )
             if self._closed:  # the directory may belong to another process by now
                 return
-            self._save_ann(index, kind)
+            save_ann(self._dir, index, kind, self._spec.encoding)
         except Exception:
             log.exception("building the %s index failed; searches stay exact", kind)
             return
@@ -346,25 +284,6 @@ class SqliteFaissStore:
                 return
             self._install_ann(index, kind, far_below)
         log.info("built the %s index over %d vectors in %.1fs", kind, len(seqs), time.monotonic() - started)
-
-    def _save_ann(self, index: faiss.Index, kind: IndexType) -> None:
-        # Each file is written atomically (temp file, fsync, rename, directory fsync), so a
-        # power cut leaves the old file or the new one, whole. The description goes last: a
-        # cut between the renames leaves the new index with the old description, which
-        # _load_saved_ann notices (it checks the loaded index's own kind) and rebuilds.
-        tmp = self._dir / (ANN_FILE + ".tmp")
-        faiss.write_index(index, str(tmp))
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.replace(self._dir / ANN_FILE)
-        meta = {"kind": str(kind), "encoding": str(self._spec.encoding)}
-        meta_tmp = self._dir / (ANN_FILE + ".json.tmp")
-        with meta_tmp.open("w") as f:
-            f.write(json.dumps(meta))
-            f.flush()
-            os.fsync(f.fileno())
-        meta_tmp.replace(self._dir / (ANN_FILE + ".json"))
-        _fsync_directory(self._dir)
 
     def wait_for_index(self, timeout: float | None = None) -> None:
         """Block until no background build is running (for tools and tests)."""
@@ -452,17 +371,8 @@ class SqliteFaissStore:
             self._captions.remove_ids(removed)
         if len(added):
             self._exact.add_with_ids(vectors, added)
-        ann = self._ann
-        if ann is None:
-            return
-        gone_from_delta = [s for s in removed.tolist() if not ann.holds(s)]
-        ann.stale.update(s for s in removed.tolist() if ann.holds(s))
-        if gone_from_delta:
-            ann.delta.remove_ids(np.asarray(gone_from_delta, dtype=np.int64))
-            ann.delta_seqs.difference_update(gone_from_delta)
-        if len(added):
-            ann.delta.add_with_ids(vectors, added)
-            ann.delta_seqs.update(added.tolist())
+        if self._ann is not None:
+            self._ann.record(added, vectors, removed)
 
     def _prepare(self, item: NewItem) -> tuple[str, np.ndarray, Metadata]:
         item_id = validate_id(item.id) if item.id is not None else uuid.uuid4().hex
@@ -624,7 +534,9 @@ class SqliteFaissStore:
         recent = _hits_many(ann.delta, queries, min(k, ann.delta.ntotal))
         return [sorted(a + b, key=lambda hit: -hit[1])[:k] for a, b in zip(found, recent, strict=True)]
 
-    def _ann_search(self, ann: _Ann, queries: np.ndarray, k: int, exclude: np.ndarray) -> list[list[tuple[int, float]]]:
+    def _ann_search(
+        self, ann: LiveAnn, queries: np.ndarray, k: int, exclude: np.ndarray
+    ) -> list[list[tuple[int, float]]]:
         """The ANN index's hits for each query, a query far from the data searched wider (index.ann.search_ann)."""
         k = min(k, ann.index.ntotal)
         if k <= 0:
@@ -730,20 +642,6 @@ def _sample(seqs: np.ndarray, n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(seqs, n, replace=False))
 
 
-def _fsync_directory(path: Path) -> None:
-    """Make the names created or renamed in `path` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a directory; nothing more can be done there
-    finally:
-        os.close(fd)
-
-
 def _value_condition(values: Sequence[Scalar]) -> tuple[str, list[Scalar]]:
     """SQL over a json_each row `e` that holds when it equals one of `values`, types compared strictly."""
     texts = [v for v in values if isinstance(v, str)]
@@ -775,51 +673,3 @@ def _pairs(scores: np.ndarray, seqs: np.ndarray) -> list[list[tuple[int, float]]
         [(s, d) for s, d in zip(row_seqs, row_scores, strict=True) if s != -1]
         for row_seqs, row_scores in zip(seqs.tolist(), scores.tolist(), strict=True)
     ]
-
-
-ExportRow = tuple[str, Metadata, np.ndarray, np.ndarray | None]
-
-
-def read_collection(data_dir: Path, chunk: int = 10_000) -> tuple[int, str, Iterator[list[ExportRow]]]:
-    """(dimension, model, chunks of (id, metadata, vector, caption vector or None)) of a data directory, read-only.
-
-    Reads one consistent snapshot through SQLite's WAL, so a server may keep
-    running on the directory meanwhile.
-
-    Raises:
-        StorageUnavailableError: no readable store in `data_dir`.
-    """
-    try:
-        db = sqlite3.connect(f"file:{data_dir / DB_FILE}?mode=ro", uri=True)
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        # Stores written before captions existed have no caption table.
-        has_captions = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'caption_vectors'").fetchone() is not None
-    except sqlite3.Error as exc:
-        raise StorageUnavailableError(f"no readable store in {data_dir}: {exc}") from exc
-    dim = int(meta["dim"])
-    sql = (
-        "SELECT items.id, metadata, items.vector, caption_vectors.vector FROM items "
-        "LEFT JOIN caption_vectors USING (id) ORDER BY seq"
-        if has_captions
-        else "SELECT id, metadata, vector, NULL FROM items ORDER BY seq"
-    )
-
-    def chunks() -> Iterator[list[ExportRow]]:
-        try:
-            db.execute("BEGIN")
-            rows = db.execute(sql)
-            while part := rows.fetchmany(chunk):
-                yield [
-                    (
-                        r[0],
-                        json.loads(r[1]),
-                        np.frombuffer(r[2], dtype=np.float32),
-                        np.frombuffer(r[3], dtype=np.float32) if r[3] is not None else None,
-                    )
-                    for r in part
-                ]
-            db.execute("COMMIT")
-        finally:
-            db.close()
-
-    return dim, meta["model"], chunks()

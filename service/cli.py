@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from models.options import Precision
 from service.bulk import ServerSink, index_paths
 
 if TYPE_CHECKING:
-    from index.store import ExportRow
+    from index.export import ExportRow
     from service.schemas import SearchHit
     from service.settings import Settings
 
@@ -170,17 +169,6 @@ def _read_lines(path: Path, expected: int, what: str) -> list[str]:
     return lines
 
 
-def _stored_dim(data_dir: Path) -> int | None:
-    """The dimension recorded in an existing store, read without opening it for writing."""
-    from index.store import DB_FILE
-
-    if not (data_dir / DB_FILE).exists():
-        return None
-    with sqlite3.connect(f"file:{data_dir / DB_FILE}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
-    return int(row[0]) if row else None
-
-
 @cli.command("import-vectors")
 def import_vectors(
     vectors: Annotated[Path, typer.Option(help="an (n, dim) .npy file of embeddings", exists=True, dir_okay=False)],
@@ -212,6 +200,7 @@ def import_vectors(
     (a Milvus collection may stay in service).
     """
     from index.ann import IndexSpec
+    from index.export import stored_dim
     from index.store import SqliteFaissStore
     from index.types import NewItem
     from models.clip import model_dim
@@ -223,7 +212,7 @@ def import_vectors(
     if array.ndim != 2:
         raise typer.BadParameter(f"{vectors} holds an array of shape {array.shape}; expected (n, dim)")
     try:
-        dim = (_stored_dim(settings.store.data_dir) if sqlite else None) or model_dim(settings.model.name)
+        dim = (stored_dim(settings.store.data_dir) if sqlite else None) or model_dim(settings.model.name)
     except ModelLoadError as exc:
         raise typer.BadParameter(str(exc)) from None
     if array.shape[1] != dim:
@@ -346,7 +335,7 @@ def export_collection(
     ] = None,
 ) -> None:
     """Write a collection out (a server may keep running on it); `clipsearch import` reads it back."""
-    from index.store import read_collection
+    from index.export import read_collection
 
     settings = build_settings({"store.data_dir": data_dir, "store.backend": backend, "model.name": model})
     try:

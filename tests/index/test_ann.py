@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import index.store as store_module  # build_ann is patched where the store looks it up
-from index.ann import Encoding, IndexSpec, IndexType, build_ann
+from index.ann import ANN_FILE, Encoding, IndexSpec, IndexType, build_ann
 from index.errors import StorageUnavailableError
 from index.store import SqliteFaissStore
 from index.types import FieldFilter, NewItem
@@ -135,8 +135,8 @@ def test_a_saved_index_of_another_kind_than_its_description_says_is_rebuilt_not_
     store.close()
     # What a power cut between the two renames of a save that changed the kind leaves behind.
     ivf = build_ann(IndexSpec(type=IndexType.IVF), IndexType.IVF, vectors, np.arange(1, N + 1, dtype=np.int64))
-    faiss.write_index(ivf, str(tmp_path / store_module.ANN_FILE))
-    with caplog.at_level("WARNING", logger="index.store"):
+    faiss.write_index(ivf, str(tmp_path / ANN_FILE))
+    with caplog.at_level("WARNING", logger="index.ann"):
         store = open_store(tmp_path, IndexSpec(type=IndexType.HNSW))
     assert "is not the hnsw its description says" in caplog.text
     assert store.index_type == "hnsw"

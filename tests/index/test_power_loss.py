@@ -6,7 +6,8 @@ process wrote. Here the store runs on a file system that loses everything not
 fsynced when the power goes (tests/powerloss.py, the model of LazyFS), so these
 tests fail when `synchronous=FULL` is changed to `OFF` (or `NORMAL`) in
 `SqliteFaissStore._connect`, when the fsync of the temporary file in
-`SqliteFaissStore._save_ann` is removed, and (in the strict model, where a
+`index.directory.replace_durably` (which saves the ANN
+index) is removed, and (in the strict model, where a
 name needs a directory fsync) when `journal_mode=WAL` is dropped: a rollback
 journal commits by an unlink that SQLite syncs only with `synchronous=EXTRA`.
 
@@ -33,9 +34,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from index.ann import IndexSpec, IndexType
+from index.ann import ANN_FILE, IndexSpec, IndexType
 from index.errors import ItemNotFoundError
-from index.store import ANN_FILE, SqliteFaissStore
+from index.store import SqliteFaissStore
 from index.types import NewItem
 from tests.powerloss import LossyMount, fuse_missing
 from tests.prerequisites import require_or_skip
