@@ -115,3 +115,24 @@ def test_every_service_built_from_source_builds_the_one_dockerfile():
         assert (ROOT / spec["context"]).resolve() == ROOT, name
         assert spec.get("dockerfile", "Dockerfile") == "Dockerfile", name
         assert set(spec.get("args", {})) <= declared, f"{name} sets a build argument the Dockerfile does not declare"
+
+
+def test_no_other_installed_distribution_claims_the_top_level_names_clipsearch_installs():
+    """clipsearch installs generic top-level packages (service, models, ...; docs/design.md says why).
+    This fails when a dependency brings a module of one of those names, which would
+    shadow ours or be shadowed, so the collision is met here and not in production."""
+    import importlib.metadata
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    ours = {pattern.rstrip("*") for pattern in patterns["include"]}
+    claimed: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name is None or name.lower() == "clipsearch":
+            continue
+        for file in dist.files or []:
+            top = file.parts[0].removesuffix(".py")
+            if top in ours and not file.parts[0].endswith((".dist-info", ".data")):
+                claimed[top] = name
+    assert claimed == {}, f"installed distributions claim clipsearch's top-level names: {claimed}"
