@@ -21,6 +21,7 @@ COPY models ./models
 COPY index ./index
 COPY service ./service
 COPY client ./client
+COPY clipsearch ./clipsearch
 RUN pip install .
 
 USER clipsearch

@@ -194,7 +194,7 @@ def over_http(qs: QuerySet, index: str) -> None:
         np.save(vectors, np.asarray(qs.data))
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "service.cli", "import-vectors", "--vectors", str(vectors),
+            [sys.executable, "-m", "clipsearch", "import-vectors", "--vectors", str(vectors),
              "--data-dir", str(data_dir), *qs.model_args[:2]],
             cwd=ROOT, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "CLIPSEARCH_STORE__INDEX": index},
         )  # fmt: skip

@@ -63,7 +63,7 @@ def load(vectors: Path, metadata: Path, data_dir: Path, env: dict[str, str], *ar
     """Seconds `clipsearch import-vectors` takes, the index build included."""
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "service.cli", "import-vectors", "--vectors", str(vectors),
+        [sys.executable, "-m", "clipsearch", "import-vectors", "--vectors", str(vectors),
          "--metadata", str(metadata), "--data-dir", str(data_dir), "--model", MODEL, *args],
         cwd=ROOT, check=True, env={**os.environ, **env},
     )  # fmt: skip

@@ -63,7 +63,7 @@ def main() -> None:
         write_vectors(vectors, args.n, 512)
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "service.cli", "import-vectors", "--vectors", str(vectors),
+            [sys.executable, "-m", "clipsearch", "import-vectors", "--vectors", str(vectors),
              "--data-dir", str(data), "--model", MODEL],
             cwd=ROOT, check=True, env={**os.environ, "CLIPSEARCH_STORE__INDEX": args.index},
         )  # fmt: skip

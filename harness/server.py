@@ -46,7 +46,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "service.cli",
+            "clipsearch",
             "serve",
             "--port",
             str(self.port),

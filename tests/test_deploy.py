@@ -92,7 +92,7 @@ def test_the_command_line_starts_from_exactly_what_the_image_copies(tmp_path):
     third_party = [p for p in sys.path if p.endswith("site-packages")]
     code = (
         f"import sys; sys.path[:0] = {[str(site), *third_party]!r}; sys.argv = ['clipsearch', '--help'];"
-        "from service.cli import main; main()"
+        "from clipsearch.cli import main; main()"
     )
     result = subprocess.run(
         [sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300

@@ -128,7 +128,7 @@ $("min-score").addEventListener("change", () => {
   if (lastSearch !== null) run(() => search(lastSearch.fetchHits, lastSearch.title));
 });
 
-// The CLI's id rule (service/bulk.py): the first 32 hex digits of the SHA-256 of the file's bytes, so
+// The CLI's id rule (clipsearch/bulk.py): the first 32 hex digits of the SHA-256 of the file's bytes, so
 // adding a file again, here or with `clipsearch index`, finds it instead of storing it twice.
 async function contentId(file) {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from client import Client, ClipsearchError
+from clipsearch.bulk import index_paths
+from clipsearch.cli import cli
 from harness.server import ServerProcess
 from index.store import SqliteFaissStore
 from service.app import create_app
-from service.bulk import index_paths
-from service.cli import cli
 from service.settings import ModelSettings, Settings, StoreSettings
 from tests.e2e.test_server import one_object, png
 

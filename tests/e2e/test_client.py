@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from client import AsyncClient, Client, ClipsearchError
+from clipsearch.cli import cli
 from harness.server import ServerProcess
-from service.cli import cli
 from tests.e2e.test_server import one_object, png
 
 # Only the tests that start a server are marked e2e.

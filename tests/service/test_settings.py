@@ -7,8 +7,8 @@ import torch
 import typer
 from pydantic import ValidationError
 
+from clipsearch.cli import build_settings
 from models.clip import set_torch_threads
-from service.cli import build_settings
 from service.settings import Settings
 
 

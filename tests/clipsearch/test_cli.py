@@ -11,11 +11,11 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
+from clipsearch.cli import cli, results_table
 from harness.server import ROOT
 from index.errors import ItemNotFoundError
 from index.store import SqliteFaissStore
 from index.types import NewItem, VectorField
-from service.cli import cli, results_table
 from service.schemas import SearchHit
 
 runner = CliRunner()
@@ -208,7 +208,7 @@ def test_help_and_the_http_only_commands_never_import_the_model_or_index_librari
     script = (
         "import json, sys\n"
         "from typer.testing import CliRunner\n"
-        "from service.cli import cli\n"
+        "from clipsearch.cli import cli\n"
         f"result = CliRunner().invoke(cli, {args!r})\n"
         f"print(json.dumps([result.exit_code, [m for m in {HEAVY_MODULES!r} if m in sys.modules]]))\n"
     )

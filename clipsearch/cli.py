@@ -4,7 +4,7 @@ Only what every command needs is imported here: torch, open_clip, faiss and
 transformers take seconds to import, so the commands that need them (serve,
 import, export, local indexing) import them when they run, and `--help`,
 `search` and `index --server` start in about a second
-(tests/service/test_cli.py checks which modules an HTTP-only command loads).
+(tests/clipsearch/test_cli.py checks which modules an HTTP-only command loads).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from rich.table import Table
 
 from client import Client, ClipsearchError
 from client.client import DEFAULT_URL
+from clipsearch.bulk import ServerSink, index_paths
 from index.errors import InvalidItemError, StoreError
 from index.metadata import validate_metadata
 from index.options import IndexType, StoreBackend
 from models.errors import ModelLoadError
 from models.options import Precision
-from service.bulk import ServerSink, index_paths
 
 if TYPE_CHECKING:
     from index.export import ExportRow
@@ -454,9 +454,9 @@ def index_folders(
             with Client(server, api_key=api_key) as client:
                 summary = index_paths(paths, ServerSink(client), batch_size, progress)
         else:
+            from clipsearch.bulk import LocalSink
             from index.store import SqliteFaissStore
             from service.app import load_towers
-            from service.bulk import LocalSink
 
             settings = build_settings({"store.data_dir": data_dir, "model.name": model, "model.pretrained": pretrained})
             towers = load_towers(settings)
