@@ -9,7 +9,7 @@ model's fp32 parameters on load.
 
 Each batch holds three kinds of scenes, all drawn from the varied range of
 `demo.scenes.varied_scene` (any size, fades, noise, canvases of 48 to 128
-pixels; eval_demo measures up to 256):
+pixels; demo.eval_clip measures up to 256):
 
 - shape groups: a scene drawn in each shape of one of its objects, nothing
   else changed (same colour, size, place, background and render), so only the

@@ -53,7 +53,7 @@ def test_text_to_image_recall_at_1_with_unseen_colour_shape_pairs_is_near_the_do
 
 
 def saved(name: str, path) -> str:
-    """A checkpoint of the bundled config `name` (random weights, saved as train_demo saves)."""
+    """A checkpoint of the bundled config `name` (random weights, saved as demo.train_clip saves)."""
     register_bundled_configs()
     torch.manual_seed(3)
     torch.save({"state_dict": open_clip.create_model(name).state_dict()}, path)
