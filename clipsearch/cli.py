@@ -391,7 +391,15 @@ def import_collection(
         StoreBackend | None, typer.Option("--store", help="sqlite or milvus [env CLIPSEARCH_STORE__BACKEND]")
     ] = None,
 ) -> None:
-    """Load a folder written by `clipsearch export` into a data directory or Milvus (stop a SQLite server first)."""
+    """Load a folder written by `clipsearch export` (or `clipsearch embed --out`'s shards) into a store.
+
+    Stop a SQLite server first; a Milvus collection may stay in service.
+    """
+    shards = sorted(p for p in folder.glob("shard-*") if p.is_dir())
+    if not (folder / "vectors.npy").exists() and shards:
+        for shard in shards:  # clipsearch embed --out: one folder in this format per shard
+            import_collection(shard, data_dir=data_dir, backend=backend)
+        return
     model = (folder / "model.txt").read_text().strip() if (folder / "model.txt").exists() else None
     import_vectors(
         vectors=folder / "vectors.npy",
@@ -407,9 +415,9 @@ def import_collection(
 class _RichProgress:
     """A progress bar with images/s and the time left."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "indexing") -> None:
         self._bar = Progress(
-            TextColumn("indexing"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
@@ -420,6 +428,7 @@ class _RichProgress:
         self._done = 0
 
     def start(self, total: int) -> None:
+        self._started = time.monotonic()  # images/s from the first image on, not from loading the model
         self._bar.start()
         self._task = self._bar.add_task("index", total=total, rate="")
 
@@ -489,6 +498,109 @@ def index_folders(
     typer.echo(f"indexed {summary.indexed}, skipped {summary.skipped} already indexed, failed {len(summary.failed)}")
     for path, reason in summary.failed:
         typer.echo(f"  failed: {path}: {reason}")
+
+
+@cli.command("embed")
+def embed_on_ray(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="image files, folders (searched recursively), or .csv/.parquet lists with a path column"),
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="write shards here (each one a folder clipsearch import loads)")
+    ] = None,
+    backend: Annotated[
+        StoreBackend | None, typer.Option("--store", help="or upsert straight into this store: milvus")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto, ray://HOST:10001; unset: start a local Ray")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="open_clip model name or `demo` [env CLIPSEARCH_MODEL__NAME]")
+    ] = None,
+    pretrained: Annotated[str | None, typer.Option(help="its weights [env CLIPSEARCH_MODEL__PRETRAINED]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda [env CLIPSEARCH_MODEL__DEVICE]")] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help="embedding actors; default: one per GPU, else 1")] = None,
+    gpus_per_actor: Annotated[
+        float | None, typer.Option(min=0, help="default: 1 where the cluster has GPUs, else 0")
+    ] = None,
+    cpus_per_actor: Annotated[
+        float, typer.Option(min=0.01, help="a fraction leaves cores to Ray Data's read tasks")
+    ] = 0.5,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="images per forward pass")] = 32,
+    shard_size: Annotated[int, typer.Option(min=1, help="vectors per shard (with --out)")] = 10_000,
+) -> None:
+    """Embed image folders on Ray (Ray Data, an actor pool of image towers) into shards or Milvus.
+
+    Ids are content hashes as with `clipsearch index`: what the shards in --out
+    (or the store) hold is skipped, so a rerun resumes. Files that cannot be read
+    or decoded are counted and listed. Items get vectors and their path, no thumbnails.
+    """
+    if (out is None) == (backend is None):
+        raise typer.BadParameter("give exactly one of --out and --store")
+    if backend is StoreBackend.SQLITE:
+        raise typer.BadParameter(
+            "the SQLite store takes writes from one process only: embed with --out DIR, then clipsearch import DIR"
+        )
+    for path in paths:
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist")
+    # Imported here: ray takes seconds to import and only this command needs it.
+    from clipsearch.bulk import find_images, read
+    from models.clip import model_dim
+    from scaleout.ray_embed import ShardWriter, connect, embed, plan_placement, split_lists
+
+    settings = build_settings(
+        {"model.name": model, "model.pretrained": pretrained, "model.device": device, "store.backend": backend}
+    )
+    progress = _RichProgress("embedding")
+    try:
+        dim = model_dim(settings.model.name)
+        writer = ShardWriter(out, settings.model.name, dim, shard_size) if out is not None else None
+        if backend is not None:
+            from service.stores import open_store
+
+            # Opened here first, so the collection exists before the actors open it.
+            open_store(settings.store, dim, settings.model.name).close()
+        connect(address)
+        placement = plan_placement(actors, gpus_per_actor, cpus_per_actor)
+        started = time.monotonic()
+        lists, others = split_lists(paths)
+        summary = embed(
+            find_images(others),
+            lists,
+            read=read,
+            model=settings.model,
+            max_pixels=settings.limits.max_image_pixels,
+            placement=placement,
+            batch_size=batch_size,
+            out=writer,
+            store=settings.store if backend is not None else None,
+            progress=progress,
+        )
+        elapsed = time.monotonic() - started
+        if backend is not None:
+            from service.stores import open_store
+
+            store = open_store(settings.store, dim, settings.model.name)
+            try:
+                store.wait_for_index()
+            finally:
+                store.close()
+    except (ModelLoadError, StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        progress.stop()
+    rate = summary.embedded / elapsed if elapsed > 0 else 0.0
+    typer.echo(
+        f"embedded {summary.embedded}, skipped {summary.skipped} already done, failed {len(summary.failed)} "
+        f"({rate:.1f} images/s on {placement.actors} actor(s))"
+    )
+    for shard in summary.shards:
+        typer.echo(f"  wrote {shard}")
+    for path_text, reason in summary.failed:
+        typer.echo(f"  failed: {path_text}: {reason}")
 
 
 def main() -> None:

@@ -188,7 +188,7 @@ def test_an_id_wider_than_the_terminal_is_folded_onto_the_next_lines_not_cut():
     assert '{"x": 1}' in text and "0.5000" in text
 
 
-HEAVY_MODULES = ("torch", "faiss", "open_clip", "transformers")
+HEAVY_MODULES = ("torch", "faiss", "open_clip", "transformers", "ray")
 
 
 @pytest.mark.parametrize(
@@ -196,10 +196,11 @@ HEAVY_MODULES = ("torch", "faiss", "open_clip", "transformers")
     [
         ["--help"],
         ["serve", "--help"],
+        ["embed", "--help"],
         ["search", "a red circle", "--server", "http://127.0.0.1:9"],
         ["index", "--server", "http://127.0.0.1:9", "PHOTOS"],
     ],
-    ids=["help", "serve-help", "search", "index-to-a-server"],
+    ids=["help", "serve-help", "embed-help", "search", "index-to-a-server"],
 )
 def test_help_and_the_http_only_commands_never_import_the_model_or_index_libraries(args, tmp_path):
     Image.new("RGB", (8, 8), "red").save(tmp_path / "red.png")
