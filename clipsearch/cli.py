@@ -111,8 +111,16 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="API processes, with --store milvus [env CLIPSEARCH_WORKERS]")
     ] = None,
+    on_ray: Annotated[
+        bool, typer.Option("--ray", help="on Ray Serve: API replicas, image and text tower replicas (--store milvus)")
+    ] = False,
+    address: Annotated[str | None, typer.Option(help="with --ray: the cluster (auto, ray://...); unset: local")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="with --ray: replicas of each tower")] = 1,
+    api_replicas: Annotated[int, typer.Option(min=1, help="with --ray: replicas of the HTTP API")] = 1,
+    gpus_per_replica: Annotated[float, typer.Option(min=0, help="with --ray: GPUs per tower replica")] = 0.0,
+    cpus_per_replica: Annotated[float, typer.Option(min=0.01, help="with --ray: CPUs per tower replica")] = 0.5,
 ) -> None:
-    """Run the HTTP service."""
+    """Run the HTTP service (with --ray: as a Ray Serve application, docs/ray.md)."""
     import uvicorn
 
     from service.app import create_app
@@ -136,6 +144,9 @@ def serve(
     }
     settings = build_settings(options)
     configure_logging(settings.log_level, settings.log_format)
+    if on_ray:
+        _serve_on_ray(settings, address, replicas, api_replicas, gpus_per_replica, cpus_per_replica)
+        return
     # log_config=None: uvicorn's loggers propagate to ours, so they share its format and request ids.
     if settings.workers == 1:
         uvicorn.run(
@@ -158,6 +169,24 @@ def serve(
         log_level=settings.log_level,
         log_config=None,
     )
+
+
+def _serve_on_ray(settings: Settings, address: str | None, towers: int, api: int, gpus: float, cpus: float) -> None:
+    """Deploy the Serve application and keep this process (the local Ray's driver) alive until Ctrl-C."""
+    if settings.store.backend is not StoreBackend.MILVUS:
+        raise typer.BadParameter("--ray needs --store milvus: every API replica opens the store")
+    # Imported here: ray takes seconds to import and only --ray needs it.
+    from ray import serve
+
+    from scaleout.serve_app import Replicas, start
+
+    start(settings, Replicas(towers=towers, api=api, gpus_per_tower=gpus, cpus_per_tower=cpus), address=address)
+    typer.echo(f"serving on Ray Serve at http://{settings.host}:{settings.port} (Ctrl-C stops it)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _read_lines(path: Path, expected: int, what: str) -> list[str]:
