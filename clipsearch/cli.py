@@ -171,10 +171,18 @@ def serve(
     )
 
 
+def _require_ray() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("scaleout") is None:
+        raise typer.BadParameter("this needs Ray and clipsearch's scaleout package: pip install 'clipsearch[ray]'")
+
+
 def _serve_on_ray(settings: Settings, address: str | None, towers: int, api: int, gpus: float, cpus: float) -> None:
     """Deploy the Serve application and keep this process (the local Ray's driver) alive until Ctrl-C."""
     if settings.store.backend is not StoreBackend.MILVUS:
         raise typer.BadParameter("--ray needs --store milvus: every API replica opens the store")
+    _require_ray()
     # Imported here: ray takes seconds to import and only --ray needs it.
     from ray import serve
 
@@ -574,6 +582,7 @@ def embed_on_ray(
     for path in paths:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist")
+    _require_ray()
     # Imported here: ray takes seconds to import and only this command needs it.
     from clipsearch.bulk import find_images, read
     from models.clip import model_dim
