@@ -121,18 +121,22 @@ def test_an_image_tower_replica_killed_mid_load_is_replaced_and_no_acknowledged_
     assert len(before) == 2
     answers: dict[str, int] = {}
 
-    def load() -> None:
-        for i in range(24):
-            item_id = f"k{i}"
-            answers[item_id] = add(served, item_id, 100 + i, {"load": True}).status_code
+    def load(writer: int) -> None:
+        with httpx.Client(base_url=served.base_url, timeout=60) as client:
+            for i in range(8):
+                item_id = f"k{writer}-{i}"
+                answers[item_id] = add(client, item_id, 100 + 8 * writer + i, {"load": True}).status_code
 
-    writer = threading.Thread(target=load)
-    writer.start()
+    # Three writers at once, so that calls are in flight on the replica when it is killed.
+    writers = [threading.Thread(target=load, args=(n,)) for n in range(3)]
+    for writer in writers:
+        writer.start()
     while len(answers) < 4:
-        time.sleep(0.05)
+        time.sleep(0.02)
     ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
-    writer.join(timeout=300)
-    assert not writer.is_alive()
+    for writer in writers:
+        writer.join(timeout=300)
+        assert not writer.is_alive()
     acknowledged = [item_id for item_id, status in answers.items() if status == 201]
     # The call on the dead replica is sent again to the live one: every write is acknowledged.
     assert len(acknowledged) == 24, answers
@@ -157,3 +161,34 @@ def test_serve_on_ray_needs_the_milvus_store(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--ray", "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 2
     assert "--ray needs --store milvus" in result.output
+
+
+class FlakyTower:
+    """A stand-in deployment handle whose first call loses its replica, as a killed one does."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.encode = self
+
+    def remote(self, items):
+        from ray.exceptions import ActorDiedError
+
+        self.calls.append(items)
+        first = len(self.calls) == 1
+
+        class Response:
+            def result(self):
+                if first:
+                    raise ActorDiedError()
+                return np.eye(len(items), 3, dtype=np.float32)
+
+        return Response()
+
+
+def test_a_call_whose_tower_replica_died_is_sent_again_once_and_answers():
+    from scaleout.serve_app import _gather
+
+    tower = FlakyTower()
+    rows = _gather(tower, ["a", "b"])  # type: ignore[arg-type]  # a stand-in for the handle
+    assert tower.calls == [["a", "b"], ["a", "b"]]
+    assert rows.shape == (2, 3)
