@@ -165,7 +165,9 @@ def embed_rates(root: Path, args: argparse.Namespace) -> None:
         _, startup = run(one, root / f"warm{n}")
         count, seconds = run(folder, root / f"out{n}")
         assert count == args.images, (name, count)
-        results[name] = (count / seconds, count / max(seconds - startup, 1e-9), startup)
+        # A run not much longer than the start-up has no net rate to speak of (a smoke run): nan.
+        net = count / (seconds - startup) if seconds - startup >= 1.0 else float("nan")
+        results[name] = (count / seconds, net, startup)
     baseline = results["single process (clipsearch index --data-dir)"][1]
     print(f"\nbulk embedding, {args.images} 640x480 JPEGs, batch {args.batch}")
     print(f"{'':48} {'wall img/s':>11} {'start-up s':>11} {'net img/s':>10} {'net vs single':>14}")
