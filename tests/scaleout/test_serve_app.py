@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from harness.server import free_port
 from index.options import StoreBackend
 from models.clip import load_clip
 from service.settings import ModelSettings, Settings, StoreSettings
-from tests.e2e.test_milvus import png
+from tests.e2e.test_milvus import add, png, text_search
 
 COLLECTION = "ray_serve"
 
@@ -47,20 +46,6 @@ def served(request, local_ray, tmp_path_factory: pytest.TempPathFactory) -> Iter
             yield client
     finally:
         serve.shutdown()
-
-
-def add(client: httpx.Client, item_id: str, seed: int, metadata: dict) -> httpx.Response:
-    return client.post(
-        "/v1/images",
-        files=[("files", (f"{item_id}.png", png(seed), "image/png"))],
-        data={"ids": [item_id], "metadata": [json.dumps(metadata)]},
-    )
-
-
-def text_search(client: httpx.Client, query: str, **options) -> list[dict]:
-    response = client.post("/v1/search/text", json={"query": query, "k": 10, **options})
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
 
 
 def test_the_serve_app_adds_searches_filters_and_deletes_over_http(served):
