@@ -96,6 +96,13 @@ def test_the_gpu_server_benchmark_runs_on_the_cpu_in_smoke_mode(tmp_path):
     assert "ingest, 32 JPEGs/request" in out and "in-process (new path):" in out
 
 
+def test_the_flat_batch_benchmark_times_faiss_default_and_the_stores_threshold_for_each_batch():
+    out = run_module("bench.flat_batches", "--n", "500", "--dims", "16", "--batches", "1", "8", "--repeat", "2")
+    rows = [numbers(line) for line in out.splitlines() if line.strip().startswith("16 ")]
+    assert [row[:2] for row in rows] == [[16, 1], [16, 8]], out
+    assert all(base > 0 and ours > 0 and speedup > 0 for _, _, base, ours, speedup in rows), out
+
+
 def test_the_server_throughput_benchmark_drives_the_bare_route_and_the_service_with_wrk():
     if shutil.which("wrk") is None:
         require_or_skip("wrk is not installed (apt-get install wrk; .ci/run installs it)")
