@@ -114,7 +114,8 @@ class TextTower(Protocol):
         ...
 
     def tokens_needed(self, batch: Sequence[str]) -> list[int]:
-        """Tokens each text would take uncut, start and end included (> context_length: it is cut)."""
+        """Tokens each text would take uncut, start and end included (> context_length: it is cut, and
+        the figure is exact); for a text that fits, the figure may be a bound that fits too."""
         ...
 
 
@@ -382,17 +383,28 @@ class ClipTextTower:
     def tokens_needed(self, batch: Sequence[str]) -> list[int]:
         context = self.context_length
         if isinstance(self._tokenizer, SimpleTokenizer):
-            # Byte-level BPE: a token covers at least one byte, so a short text cannot be cut; skip the work.
-            return [
-                len(text.encode()) + 2 if len(text.encode()) + 2 <= context else len(self._tokenizer.encode(text)) + 2
-                for text in batch
-            ]
+            return [self._simple_tokens_needed(text, context) for text in batch]
         # Other tokenizers: tokenize with room for any text, then count as count_tokens does.
         wide = max((len(text.encode()) for text in batch), default=0) + context
         tokens = self._tokenizer(list(batch), context_length=wide)  # type: ignore[call-arg]
         nonzero = tokens != 0
         last = tokens.shape[1] - 1 - torch.flip(nonzero.int(), dims=[1]).argmax(dim=1)
         return [int(n) for n in (last + 1).tolist()]
+
+    def _simple_tokens_needed(self, text: str, context: int) -> int:
+        """Tokens `text` takes with open_clip's byte-level BPE, or a bound on it when that fits `context`.
+
+        A token covers at least one byte, so a short text cannot be cut and is
+        not tokenized here. For printable ASCII the bound is tighter: cleaning
+        only collapses whitespace and lowers case, and no token holds
+        whitespace, so only the other bytes count (the demo model's 32-token
+        context made every 30-byte query a tokenization on the event loop).
+        """
+        plain = _PLAIN_TEXT.fullmatch(text) is not None
+        bound = (len(text) - sum(map(str.isspace, text)) if plain else len(text.encode())) + 2
+        if bound <= context:
+            return bound
+        return len(self._tokenizer.encode(text)) + 2  # type: ignore[attr-defined]
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         tokens = self.tokenize(batch)

@@ -398,3 +398,24 @@ def test_the_plain_text_fast_path_is_a_copy_and_leaves_other_tokenizers_alone():
     other = open_clip.get_tokenizer("ViT-B-32")
     other.clean_fn = open_clip.tokenizer._clean_whitespace
     assert plain_text_fast_path(other) is other
+
+
+@pytest.fixture(scope="module")
+def demo_text_tower(checkpoint):
+    return load_clip(DEMO_MODEL, str(checkpoint), "cpu", fallback_to_demo=False).text
+
+
+# Texts that cleaning changes (NFC, lower(), HTML unescaping), at and around the demo model's 32 tokens.
+CLEANED_TEXTS = ["\u0958" * 9, "\u0958" * 12, "\u0130" * 20, "\ufb01" * 40, "fish &amp; chips " * 3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(ASCII_PRINTABLE, ANY_TEXT, st.sampled_from(TOKENIZER_CASES + CLEANED_TEXTS)))
+def test_tokens_needed_never_misses_a_cut_and_is_exact_for_texts_that_are_cut(demo_text_tower, text):
+    exact = len(open_clip.get_tokenizer(DEMO_MODEL).encode(text)) + 2
+    [needed] = demo_text_tower.tokens_needed([text])
+    context = demo_text_tower.context_length
+    if exact > context:
+        assert needed == exact
+    else:
+        assert exact <= needed <= context
