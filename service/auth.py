@@ -5,10 +5,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.deps import RuntimeDep
+from service.deps import Runtime, RuntimeDep, runtime_of
 from service.errors import ApiError
 
 _bearer = HTTPBearer(auto_error=False, description="an API key, when the service is configured with keys")
@@ -43,6 +43,17 @@ async def require_read_key(runtime: RuntimeDep, credentials: Credentials) -> Non
         _authorize(runtime.api_keys, credentials)
 
 
+async def read_runtime(request: Request, credentials: Credentials) -> Runtime:
+    """ReadKey and RuntimeDep in one dependency, for the search routes: FastAPI solves each
+    dependency per request, and solving five (ReadKey, its two, the route's runtime) was the
+    largest single part of a text search's event-loop time after the GC (docs/benchmarks.md, section 6)."""
+    runtime = runtime_of(request)
+    if runtime.settings.auth.protect_reads:
+        _authorize(runtime.api_keys, credentials)
+    return runtime
+
+
 # async: a plain `def` dependency would cost a thread hop per request (see service/deps.py).
 WriteKey = Depends(require_write_key)
 ReadKey = Depends(require_read_key)
+ReadRuntime = Annotated[Runtime, Depends(read_runtime)]

@@ -35,29 +35,29 @@ class Runtime:
 # search) cost more than the whole search at a few hundred requests/s.
 
 
-def _runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
 async def get_runtime(request: Request) -> Runtime:
-    return _runtime(request)
+    return runtime_of(request)
 
 
 async def get_settings(request: Request) -> Settings:
-    return _runtime(request).settings
+    return runtime_of(request).settings
 
 
 async def get_encoder(request: Request) -> Encoder:
-    return _runtime(request).encoder
+    return runtime_of(request).encoder
 
 
 async def get_store(request: Request) -> VectorStore:
-    return _runtime(request).store
+    return runtime_of(request).store
 
 
 async def get_searcher(request: Request) -> Searcher:
-    return _runtime(request).searcher
+    return runtime_of(request).searcher
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -68,11 +68,11 @@ SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 
 
 async def get_optional_captioner(request: Request) -> Captioner | None:
-    return _runtime(request).captioner
+    return runtime_of(request).captioner
 
 
 async def get_optional_matcher(request: Request) -> Matcher | None:
-    return _runtime(request).matcher
+    return runtime_of(request).matcher
 
 
 def require_captioner(captioner: Captioner | None) -> Captioner:
@@ -101,7 +101,7 @@ def require_matcher(matcher: Matcher | None) -> Matcher:
 
 
 async def get_captioner(request: Request) -> Captioner:
-    return require_captioner(_runtime(request).captioner)
+    return require_captioner(runtime_of(request).captioner)
 
 
 OptionalCaptionerDep = Annotated[Captioner | None, Depends(get_optional_captioner)]

@@ -51,6 +51,25 @@ def test_reads_stay_open_unless_protected(settings):
         assert search.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/search/text", {"json": {"query": "red"}}),
+        ("/v1/search/text/batch", {"json": {"queries": ["red", "blue"]}}),
+        ("/v1/search/image", {"files": [("file", ("q.png", image_bytes("red")))]}),
+    ],
+    ids=["text", "text-batch", "image"],
+)
+def test_every_search_route_checks_the_read_key_when_reads_are_protected(settings, path, body):
+    with client_with(settings, api_keys=[KEY], protect_reads=True) as client:
+        assert client.post(path, **body).status_code == 401
+        wrong = client.post(path, **body, headers={"Authorization": "Bearer " + "x" * 22})
+        assert wrong.status_code == 403
+        assert client.post(path, **body, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        # The scheme stays in the OpenAPI description, so /docs offers the key for these routes too.
+        assert client.get("/openapi.json").json()["paths"][path]["post"]["security"] == [{"HTTPBearer": []}]
+
+
 def test_health_and_readiness_stay_open_with_keys(settings):
     with client_with(settings, api_keys=[KEY], protect_reads=True) as client:
         assert client.get("/health").status_code == 200
