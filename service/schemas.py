@@ -86,6 +86,11 @@ class SearchHit(BaseModel):
         None, description="with rerank: BLIP's probability that image and query match (null: no image to score)"
     )
 
+    @classmethod
+    def of(cls, hit: Hit) -> SearchHit:
+        """`hit` as it is answered, unvalidated (see SearchResponse.of)."""
+        return cls.model_construct(id=hit.id, score=hit.score, metadata=hit.metadata, matched=hit.matched)
+
 
 class SearchResponse(BaseModel):
     model_config = ConfigDict(
@@ -98,7 +103,10 @@ class SearchResponse(BaseModel):
 
     @classmethod
     def of(cls, hits: Sequence[Hit], *, truncated: bool = False) -> SearchResponse:
-        return cls(results=[SearchHit.model_validate(h) for h in hits], truncated=truncated)
+        """The response for the store's hits, built without validating them again: the store checked
+        every field when it was written, and validating 10 hits was a seventh of a text search's
+        event-loop time."""
+        return cls.model_construct(results=[SearchHit.of(h) for h in hits], truncated=truncated)
 
 
 class TextBatchSearchRequest(BaseModel):
