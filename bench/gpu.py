@@ -37,6 +37,7 @@ from models.batcher import BatchLimits
 from models.clip import ClipTowers, Precision, encode_text_trimmed, load_clip, resolve_precision
 from models.encoder import Encoder
 from models.images import decode_image, make_thumbnail
+from models.tokenizer import fast_tokenizer
 
 MODEL = "ViT-B-32"
 MAX_PIXELS = 50_000_000
@@ -391,8 +392,15 @@ def run(device_name: str, sizes: Sizes, preprocess_only: bool) -> Report:
         section(report, "eager text", lambda: eager_text(report, new(), batch, sizes.text_calls))
     if towers is not None and device.type == "cuda":
         section(report, "nvJPEG", lambda: device_decode_check(report, new(), jpegs))
-    tokenizer = open_clip.get_tokenizer(MODEL)
-    report.add("tokenizer, one query", None, median_ms(lambda: tokenizer([batch(1)[0]]), sizes.text_calls), "ms")
+    # old: open_clip's own tokenizer; new: the service's (models/tokenizer.py), same ids.
+    reference, fast = open_clip.get_tokenizer(MODEL), fast_tokenizer(open_clip.get_tokenizer(MODEL))
+    for n in (1, 64):
+        report.add(
+            f"tokenizer, {n} {'query' if n == 1 else 'queries'}",
+            median_ms(lambda n=n: reference(batch(n)), sizes.text_calls),  # type: ignore[misc]
+            median_ms(lambda n=n: fast(batch(n)), sizes.text_calls),  # type: ignore[misc]
+            "ms",
+        )
 
     def texts_per_second(encode: Callable[[list[str]], object]) -> float:
         tb = sizes.text_batch

@@ -15,9 +15,7 @@ decode and the text tower eagerly. On CUDA the weights are fp16/bf16 (open_clip'
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,13 +23,12 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip import tokenizer as open_clip_tokenizer
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import text_global_pool
 from PIL import Image
@@ -47,6 +44,7 @@ from models.options import Pipeline as Pipeline
 from models.options import Precision as Precision
 from models.pixels import PixelSpec, normalise, pixel_spec, resize_crop
 from models.text_graphs import TextGraphs
+from models.tokenizer import fast_tokenizer, is_plain_text
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +348,7 @@ class ClipTextTower:
         pipeline: Pipeline = Pipeline.FAST,
     ) -> None:
         self._model = model
-        self._tokenizer = plain_text_fast_path(tokenizer) if pipeline is Pipeline.FAST else tokenizer
+        self._tokenizer = fast_tokenizer(tokenizer) if pipeline is Pipeline.FAST else tokenizer
         self._placement = placement
         # Trimming the padded context is exact only for open_clip's own causal
         # text transformer pooled at the end-of-text token (argmax of the ids).
@@ -400,7 +398,7 @@ class ClipTextTower:
         whitespace, so only the other bytes count (the demo model's 32-token
         context made every 30-byte query a tokenization on the event loop).
         """
-        plain = _PLAIN_TEXT.fullmatch(text) is not None
+        plain = is_plain_text(text)
         bound = (len(text) - sum(map(str.isspace, text)) if plain else len(text.encode())) + 2
         if bound <= context:
             return bound
@@ -424,35 +422,6 @@ class ClipTextTower:
 def used_context(tokens: torch.Tensor) -> int:
     """Positions up to and including the batch's last end-of-text token (the largest id of each row)."""
     return int(tokens.argmax(dim=-1).max()) + 1
-
-
-# Printable ASCII and the whitespace a query may hold, without '&': where ftfy and HTML unescaping change nothing.
-_PLAIN_TEXT = re.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
-
-
-def plain_text_fast_path(tokenizer: Callable[[list[str]], torch.Tensor]) -> Callable[[list[str]], torch.Tensor]:
-    """open_clip's tokenizer, skipping its ftfy + HTML cleaning for plain ASCII text, where that cleaning is a no-op.
-
-    ftfy.fix_text repairs mojibake, curly quotes, control and C1 characters, and
-    the unescaping handles `&` entities: none can occur in printable ASCII
-    without `&`, yet fix_text was the largest single cost of a query on a busy
-    server. Any other text goes through open_clip's own cleaning. Exact: the
-    token ids equal open_clip's for every text (tests/models/test_clip.py).
-    Tokenizers other than SimpleTokenizer with the default `lower` cleaning are
-    returned unchanged.
-    """
-    if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.clean_fn is not open_clip_tokenizer._clean_lower:
-        return tokenizer
-    original = tokenizer.clean_fn
-
-    def clean(text: str) -> str:
-        if _PLAIN_TEXT.fullmatch(text):
-            return str(open_clip_tokenizer.whitespace_clean(text)).lower()
-        return str(original(text))
-
-    fast = copy.copy(tokenizer)
-    fast.clean_fn = clean
-    return cast(Callable[[list[str]], torch.Tensor], fast)
 
 
 def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor, length: int | None = None) -> torch.Tensor:

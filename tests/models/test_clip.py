@@ -27,7 +27,6 @@ from models.clip import (
     Precision,
     encode_text_trimmed,
     load_clip,
-    plain_text_fast_path,
     register_bundled_configs,
     resolve_precision,
     used_context,
@@ -37,6 +36,7 @@ from models.errors import ModelLoadError
 from models.pixels import normalise
 from models.text_graphs import BATCH_BUCKETS, bucket, pad_tokens
 from tests.models.photos import photo_jpegs
+from tests.models.test_tokenizer import ANY_TEXT, ASCII_PRINTABLE, TOKENIZER_CASES
 
 TEXTS = ["a red circle", "a small blue star on the left and a large green square at the top", "wow!", "!!", "x"]
 NON_ASCII = ["café crème brûlée", "東京の夜景", "🐱 on a sofa", "Zürich — Straße", "ÅÄÖ åäö"]
@@ -366,38 +366,6 @@ def test_uint8_batches_go_through_one_reused_staging_buffer_and_embed_as_if_stac
         with torch.no_grad():
             fresh = tower._model.encode_image(normalise(torch.stack(batch), tower.spec, torch.float32))  # type: ignore[operator]
         np.testing.assert_allclose(rows, F.normalize(fresh, dim=-1).numpy(), atol=1e-6)
-
-
-TOKENIZER_CASES = [
-    "a red circle",
-    "  A  Red\tCircle\r\n ",
-    "fish &amp; chips",
-    "caf\u00e9 \u201cquoted\u201d",
-    "\u00e2\u0080\u0099 mojibake",
-    "\x00\x1b[31mred\x7f",
-    "ein roter Kreis \U0001f534 \u8d64\u3044\u5186",
-    "",
-]
-ASCII_PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
-ANY_TEXT = st.text(max_size=40)
-
-
-REFERENCE_TOKENIZER = open_clip.get_tokenizer("ViT-B-32")
-FAST_TOKENIZER = plain_text_fast_path(open_clip.get_tokenizer("ViT-B-32"))
-
-
-@settings(max_examples=500, deadline=None)
-@given(text=st.one_of(ASCII_PRINTABLE, ANY_TEXT, st.sampled_from(TOKENIZER_CASES)))
-def test_the_plain_text_fast_path_gives_open_clips_token_ids_for_any_text(text):
-    assert torch.equal(FAST_TOKENIZER([text]), REFERENCE_TOKENIZER([text]))
-
-
-def test_the_plain_text_fast_path_is_a_copy_and_leaves_other_tokenizers_alone():
-    assert FAST_TOKENIZER is not REFERENCE_TOKENIZER
-    assert REFERENCE_TOKENIZER.clean_fn is open_clip.tokenizer._clean_lower
-    other = open_clip.get_tokenizer("ViT-B-32")
-    other.clean_fn = open_clip.tokenizer._clean_whitespace
-    assert plain_text_fast_path(other) is other
 
 
 @pytest.fixture(scope="module")
