@@ -396,7 +396,7 @@ class ClipTextTower:
         not tokenized here. For printable ASCII the bound is tighter: cleaning
         only collapses whitespace and lowers case, and no token holds
         whitespace, so only the other bytes count (the demo model's 32-token
-        context made every 30-byte query a tokenization on the event loop).
+        context made every query of more than 30 bytes a tokenization on the event loop).
         """
         plain = is_plain_text(text)
         bound = (len(text) - sum(map(str.isspace, text)) if plain else len(text.encode())) + 2

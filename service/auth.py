@@ -46,7 +46,7 @@ async def require_read_key(runtime: RuntimeDep, credentials: Credentials) -> Non
 async def read_runtime(request: Request, credentials: Credentials) -> Runtime:
     """ReadKey and RuntimeDep in one dependency, for the search routes: FastAPI solves each
     dependency per request, and solving five (ReadKey, its two, the route's runtime) was the
-    largest single part of a text search's event-loop time after the GC (docs/benchmarks.md, section 6)."""
+    largest single part of a text search's event-loop time in cProfile (docs/benchmarks.md, section 6)."""
     runtime = runtime_of(request)
     if runtime.settings.auth.protect_reads:
         _authorize(runtime.api_keys, credentials)

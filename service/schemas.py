@@ -104,8 +104,8 @@ class SearchResponse(BaseModel):
     @classmethod
     def of(cls, hits: Sequence[Hit], *, truncated: bool = False) -> SearchResponse:
         """The response for the store's hits, built without validating them again: the store checked
-        every field when it was written, and validating 10 hits was a seventh of a text search's
-        event-loop time."""
+        every field when it was written, and validating 10 hits was ~12% of a text search's
+        event-loop time in cProfile."""
         return cls.model_construct(results=[SearchHit.of(h) for h in hits], truncated=truncated)
 
 

@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 
 def json_response(body: BaseModel) -> Response:
     """`body` as JSON, sent as it is: FastAPI would validate a returned model against the route's
-    response model once more before serialising it, a tenth of a text search's event-loop time."""
+    response model once more before serialising it (~6% of a text search's event-loop time in cProfile)."""
     return Response(body.model_dump_json(), media_type="application/json")
 
 
