@@ -103,6 +103,13 @@ def test_the_flat_batch_benchmark_times_faiss_default_and_the_stores_threshold_f
     assert all(base > 0 and ours > 0 and speedup > 0 for _, _, base, ours, speedup in rows), out
 
 
+def test_the_tokenizer_benchmark_times_open_clips_tokenizer_and_the_services_for_each_batch_size():
+    out = run_module("bench.tokenizer", "--calls", "3", "--model", "demo")
+    rows = [numbers(line) for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == [1, 8, 64], out
+    assert all(base > 0 and ours > 0 and speedup > 0 for _, base, ours, speedup in rows), out
+
+
 def test_the_server_throughput_benchmark_drives_the_bare_route_and_the_service_with_wrk():
     if shutil.which("wrk") is None:
         require_or_skip("wrk is not installed (apt-get install wrk; .ci/run installs it)")
