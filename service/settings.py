@@ -213,6 +213,12 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=256, description="API processes (milvus store only)")
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
+    freeze_heap: bool = Field(
+        True,
+        description="while serving, leave the objects alive after loading out of garbage collection and collect "
+        "the young generation every 10,000 allocations (docs/design.md); off: Python's defaults, for an app "
+        "embedded in a larger process",
+    )
     model: ModelSettings = ModelSettings()
     blip: BlipSettings = BlipSettings()
     store: StoreSettings = StoreSettings()

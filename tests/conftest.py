@@ -20,7 +20,9 @@ from tests.prerequisites import require_or_skip
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(store=StoreSettings(data_dir=tmp_path / "data"))
+    # freeze_heap off: its one full collection per start (~0.4 s) would add minutes over the
+    # suite's hundreds of apps; tests/service/test_app.py and the servers of tests/e2e keep it on.
+    return Settings(store=StoreSettings(data_dir=tmp_path / "data"), freeze_heap=False)
 
 
 @pytest.fixture
