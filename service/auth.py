@@ -38,9 +38,13 @@ async def require_write_key(runtime: RuntimeDep, credentials: Credentials) -> No
     _authorize(runtime.api_keys, credentials)
 
 
-async def require_read_key(runtime: RuntimeDep, credentials: Credentials) -> None:
+def _authorize_read(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> None:
     if runtime.settings.auth.protect_reads:
         _authorize(runtime.api_keys, credentials)
+
+
+async def require_read_key(runtime: RuntimeDep, credentials: Credentials) -> None:
+    _authorize_read(runtime, credentials)
 
 
 async def read_runtime(request: Request, credentials: Credentials) -> Runtime:
@@ -48,8 +52,7 @@ async def read_runtime(request: Request, credentials: Credentials) -> Runtime:
     dependency per request, and solving five (ReadKey, its two, the route's runtime) was the
     largest single part of a text search's event-loop time in cProfile (docs/benchmarks.md, section 6)."""
     runtime = runtime_of(request)
-    if runtime.settings.auth.protect_reads:
-        _authorize(runtime.api_keys, credentials)
+    _authorize_read(runtime, credentials)
     return runtime
 
 
