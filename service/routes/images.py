@@ -20,6 +20,8 @@ from service.schemas import (
     ItemPage,
     ItemsCreated,
     SearchResponse,
+    json_response,
+    search_response_json,
 )
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -150,7 +152,7 @@ async def similar_images(
     min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
     filter: Annotated[str | None, Query(description="JSON filter, as in text search")] = None,
     exact: Annotated[bool, Query(description=EXACT_DESCRIPTION)] = False,
-) -> SearchResponse:
+) -> Response:
     """Items most similar to an indexed one (the item itself left out)."""
     check_k(k, settings.limits)
     filters = parse_filter(filter)
@@ -158,4 +160,4 @@ async def similar_images(
     hits = await asyncio.to_thread(
         lambda: store.search(vector, k, filters=filters, min_score=min_score, exclude_id=item_id, exact=exact)
     )
-    return SearchResponse.of(hits)
+    return json_response(search_response_json(hits))
