@@ -168,7 +168,7 @@ def search_response_json(hits: Sequence[Hit], *, truncated: bool = False) -> byt
     """The JSON of `SearchResponse.of(hits, truncated=truncated)`, written by orjson straight from the hits.
 
     Building the 11 models of a 10-hit answer (even unvalidated) was a third of a
-    text search's event-loop time in cProfile (docs/benchmarks.md, section 7).
+    text search's event-loop time in cProfile (docs/benchmarks.md, section 6).
     Metadata orjson cannot write (an integer beyond 64 bits, which a Milvus
     store can hand back) goes through the models instead.
     """
