@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,3 +75,24 @@ def test_an_integer_beyond_64_bits_in_metadata_is_still_answered() -> None:
     assert json.loads(batch_search_response_json([[Hit("img-1", 0.5, big)]], [False]))["results"][0][0]["metadata"] == {
         "serial": 2**70
     }
+
+
+def test_a_plain_batch_answer_is_byte_for_byte_the_models_json() -> None:
+    found = [[Hit("img-1", 0.25, {"album": "shapes"})], [], [Hit("img-2", 0.5, {}, VectorField.CAPTION)]]
+    models = BatchSearchResponse(
+        results=[[SearchHit.of(h) for h in hits] for hits in found], truncated=[True, False, False]
+    )
+
+    assert batch_search_response_json(found, [True, False, False]) == models.model_dump_json().encode()
+
+
+def test_plain_hits_are_written_without_building_the_response_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_models(*_: object, **__: object) -> None:
+        raise AssertionError("the models were built")
+
+    monkeypatch.setattr(SearchHit, "of", no_models)
+    monkeypatch.setattr(SearchResponse, "of", no_models)
+    found = [Hit("img-1", 0.5, {"n": 1})]
+
+    assert json.loads(search_response_json(found))["results"][0]["id"] == "img-1"
+    assert json.loads(batch_search_response_json([found], [False]))["results"][0][0]["id"] == "img-1"
