@@ -21,12 +21,16 @@ def test_metrics_count_requests_by_route_template_and_status(client):
     client.post("/v1/images", files=[("files", ("r.png", image_bytes("red")))], data={"ids": ["r"]})
     client.get("/v1/images/r")
     client.get("/v1/images/ghost")
+    client.get("/v1/images/another-ghost")
     client.post("/v1/search/text", json={"query": "red"})
+    client.post("/v1/search/text", json={"query": "blue"})
     text = client.get("/metrics").text
     assert sample(text, "clipsearch_requests_total", method="POST", route="/v1/images", status="201") == 1
     assert sample(text, "clipsearch_requests_total", method="GET", route="/v1/images/{item_id}", status="200") == 1
-    assert sample(text, "clipsearch_requests_total", method="GET", route="/v1/images/{item_id}", status="404") == 1
-    assert sample(text, "clipsearch_request_seconds_count", method="POST", route="/v1/search/text") == 1
+    assert sample(text, "clipsearch_requests_total", method="GET", route="/v1/images/{item_id}", status="404") == 2
+    assert sample(text, "clipsearch_requests_total", method="POST", route="/v1/search/text", status="200") == 2
+    assert sample(text, "clipsearch_request_seconds_count", method="POST", route="/v1/search/text") == 2
+    assert sample(text, "clipsearch_request_seconds_count", method="GET", route="/v1/images/{item_id}") == 3
 
 
 def test_metrics_show_batches_queue_index_size_and_load_time(client):
