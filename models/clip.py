@@ -252,31 +252,25 @@ class ClipImageTower:
         Raises:
             InvalidImageError: naming the first image that cannot be used.
         """
-        on_device: list[torch.Tensor | None] = [None] * len(images)
+        on_device: list[tuple[torch.Tensor, bytes] | None] = [None] * len(images)
         decoder = self.device_decoder
         if decoder is not None:
-            # Header checks and one nvJPEG call for the whole request, in a thread: the call blocks until
-            # the pixels are ready, and the event loop keeps serving meanwhile.
-            on_device = await asyncio.to_thread(_decode_on_device, decoder, [data for _, data in images], max_pixels)
+            # Header checks and one nvJPEG call for the whole request (thumbnails made from the same
+            # decode), in a thread: the call blocks until the pixels are ready, and the event loop
+            # keeps serving meanwhile.
+            jpegs = [data for _, data in images]
+            on_device = await asyncio.to_thread(_decode_on_device, decoder, jpegs, max_pixels, thumbnails)
         reduce_to = self._reduce_to
         if thumbnails and reduce_to is not None:
             reduce_to = (reduce_to[0], max(reduce_to[1], THUMBNAIL_SIZE))
 
-        def prepare(item: tuple[torch.Tensor | None, bytes]) -> tuple[torch.Tensor, bytes]:
-            pixels, data = item
-            if pixels is not None:  # decoded on the device; only its thumbnail is made here
-                # from a reduced-scale CPU decode (a 640x480 JPEG decodes at 320x240: a quarter of the work).
-                return pixels, make_thumbnail(decode_image(data, max_pixels=max_pixels, reduce_to=(1, THUMBNAIL_SIZE)))
+        def prepare(data: bytes) -> tuple[torch.Tensor, bytes]:
             image = decode_image(data, max_pixels=max_pixels, reduce_to=reduce_to)
             return self.preprocess(image), make_thumbnail(image) if thumbnails else b""
 
-        jobs = [
-            (name, (pixels, data))
-            for (name, data), pixels in zip(images, on_device, strict=True)
-            if pixels is None or thumbnails
-        ]
+        jobs = [(name, data) for (name, data), decoded in zip(images, on_device, strict=True) if decoded is None]
         done = iter(await prepare_all(jobs, prepare))
-        prepared = [next(done) if pixels is None or thumbnails else (pixels, b"") for pixels in on_device]
+        prepared = [next(done) if decoded is None else decoded for decoded in on_device]
         return [pixels for pixels, _ in prepared], [thumb for _, thumb in prepared]
 
     def encode(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
@@ -327,13 +321,20 @@ class ClipImageTower:
 
 
 def _decode_on_device(
-    decoder: DeviceJpegDecoder, images: Sequence[bytes], max_pixels: int
-) -> list[torch.Tensor | None]:
-    """Device pixels for each image the device decoder takes, None for the rest (in order)."""
+    decoder: DeviceJpegDecoder, images: Sequence[bytes], max_pixels: int, thumbnails: bool
+) -> list[tuple[torch.Tensor, bytes] | None]:
+    """Device pixels and, if asked, a thumbnail (else b"") for each image the device decoder
+    takes, None for the rest (in order)."""
     fits = [i for i, data in enumerate(images) if fits_device_decoder(data, max_pixels=max_pixels)]
-    out: list[torch.Tensor | None] = [None] * len(images)
-    for i, pixels in zip(fits, decoder.decode([images[i] for i in fits]), strict=True):
-        out[i] = pixels
+    taken = [images[i] for i in fits]
+    decoded: list[tuple[torch.Tensor, bytes] | None]
+    if thumbnails:
+        decoded = decoder.decode_with_thumbnails(taken)
+    else:
+        decoded = [(pixels, b"") if pixels is not None else None for pixels in decoder.decode(taken)]
+    out: list[tuple[torch.Tensor, bytes] | None] = [None] * len(images)
+    for i, item in zip(fits, decoded, strict=True):
+        out[i] = item
     return out
 
 

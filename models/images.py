@@ -62,6 +62,7 @@ def decode_image(data: bytes, *, max_pixels: int, reduce_to: tuple[int, int] | N
 
 
 THUMBNAIL_SIZE = 256
+THUMBNAIL_QUALITY = 85
 
 
 def make_thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
@@ -69,7 +70,7 @@ def make_thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
     thumbnail = image.copy()
     thumbnail.thumbnail((size, size))
     buffer = io.BytesIO()
-    thumbnail.save(buffer, format="JPEG", quality=85)
+    thumbnail.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
 
 

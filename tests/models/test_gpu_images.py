@@ -9,12 +9,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
+from torchvision.io import encode_jpeg
 
 from models.clip import DEMO_MODEL, ClipImageTower, load_clip
 from models.errors import InvalidImageError
-from models.gpu_images import DeviceJpegDecoder, fits_device_decoder
-from models.images import THUMBNAIL_SIZE
+from models.gpu_images import DeviceJpegDecoder, fits_device_decoder, thumbnail_shape
+from models.images import THUMBNAIL_SIZE, decode_image, make_thumbnail
 from models.pixels import resize_crop_tensor
 from tests.models.photos import photo_jpegs
 
@@ -140,14 +143,60 @@ def test_unusable_files_are_refused_by_name_as_on_the_cpu_path(on_device, data, 
         asyncio.run(on_device.prepare_images(images, max_pixels=LIMIT, thumbnails=False))
 
 
-def test_a_jpeg_the_device_decoder_refuses_falls_back_to_the_cpu(on_device, monkeypatch):
+@pytest.mark.parametrize("thumbnails", [False, True])
+def test_a_jpeg_the_device_decoder_refuses_falls_back_to_the_cpu(on_device, monkeypatch, thumbnails):
     def refuse_all(self, jpegs):
         return [None] * len(jpegs)
 
     monkeypatch.setattr(DeviceJpegDecoder, "decode", refuse_all)
+    monkeypatch.setattr(DeviceJpegDecoder, "decode_with_thumbnails", refuse_all)
     data = encode(picture())
-    pixels, _ = asyncio.run(on_device.prepare_images([("a.jpg", data)], max_pixels=LIMIT, thumbnails=False))
-    assert torch.equal(pixels[0], on_device.prepare(data, max_pixels=LIMIT))
+    pixels, made = asyncio.run(on_device.prepare_images([("a.jpg", data)], max_pixels=LIMIT, thumbnails=thumbnails))
+    expected = on_device.prepare(data, max_pixels=LIMIT)
+    if not thumbnails:
+        assert torch.equal(pixels[0], expected)
+    else:
+        # With a thumbnail to make, the CPU decodes at a larger reduced scale: near, not equal, pixels.
+        np.testing.assert_allclose(pixels[0].float(), expected.float(), atol=8)
+        with Image.open(io.BytesIO(made[0])) as image:
+            assert image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)
+
+
+@given(st.integers(1, 3000), st.integers(1, 3000))
+def test_thumbnail_shapes_are_those_pillow_makes(width, height):
+    image = Image.new("1", (width, height))
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    assert thumbnail_shape(height, width) == (image.height, image.width)
+
+
+def test_device_thumbnails_of_photos_look_like_the_cpu_ones(demo):
+    assert demo.spec is not None
+    photos = list(photo_jpegs().values())
+    decoded = DeviceJpegDecoder(demo.spec, torch.device("cpu")).decode_with_thumbnails(photos)
+    for data, item in zip(photos, decoded, strict=True):
+        assert item is not None
+        with (
+            Image.open(io.BytesIO(item[1])) as ours,
+            Image.open(io.BytesIO(make_thumbnail(decode_image(data, max_pixels=LIMIT)))) as cpu,
+        ):
+            assert ours.format == "JPEG" and ours.size == cpu.size
+            # Mean absolute difference in 0-255 levels: resampling and JPEG rounding, no shift or mix-up.
+            difference = np.abs(np.asarray(ours.convert("RGB"), float) - np.asarray(cpu.convert("RGB"), float))
+            assert difference.mean() < 4
+
+
+def test_device_decoded_jpegs_get_their_thumbnails_without_a_cpu_decode(on_device, monkeypatch):
+    def no_cpu_decode(*args, **kwargs):
+        raise AssertionError("decoded on the CPU")
+
+    monkeypatch.setattr("models.clip.decode_image", no_cpu_decode)
+    data = encode(picture((640, 480)))
+    pixels, thumbnails = asyncio.run(on_device.prepare_images([("a.jpg", data)], max_pixels=LIMIT, thumbnails=True))
+    assert pixels[0].shape == (3, 64, 64)
+    with Image.open(io.BytesIO(thumbnails[0])) as image:
+        assert image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)
+        left, right = np.asarray(image)[96, 20].tolist(), np.asarray(image)[96, 236].tolist()
+        assert left[0] > 150 > left[2] and right[2] > 150 > right[0]  # red on the left, blue on the right
 
 
 def test_large_photos_are_resized_in_chunks_with_the_same_pixels(monkeypatch):
@@ -166,3 +215,20 @@ def test_large_photos_are_resized_in_chunks_with_the_same_pixels(monkeypatch):
     assert sorted(calls) == [1, 1, 2, 2]
     for a, b in zip(whole, chunked, strict=True):
         assert a is not None and b is not None and torch.equal(a, b)
+
+
+def test_thumbnails_the_device_encoder_fails_on_are_encoded_on_the_cpu(demo, monkeypatch):
+    calls: list[str] = []
+
+    def failing_once(images, quality):
+        calls.append(images[0].device.type)
+        if len(calls) == 1:
+            raise RuntimeError("nvjpeg encoder failed")
+        return encode_jpeg(images, quality=quality)
+
+    monkeypatch.setattr("models.gpu_images.encode_jpeg", failing_once)
+    assert demo.spec is not None
+    decoded = DeviceJpegDecoder(demo.spec, torch.device("cpu")).decode_with_thumbnails([encode(picture())])
+    assert decoded[0] is not None and len(calls) == 2
+    with Image.open(io.BytesIO(decoded[0][1])) as image:
+        assert image.format == "JPEG" and image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)
