@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -34,6 +35,7 @@ warnings.filterwarnings("ignore", "The image decoding and encoding capabilities 
 
 EXIF_ORIENTATION = 0x0112
 RESIZE_PIXELS = 32_000_000  # source pixels resized in one call: about 400 MB of float32
+REDUCING_GAP = 2.0  # Pillow's thumbnail(): box-reduce first, leaving at least this much scaling to resample
 # libjpeg's Adobe APP14 transform flag: 1 means YCbCr; 0 means RGB or CMYK stored as is.
 ADOBE_YCBCR = 1
 
@@ -61,6 +63,7 @@ class DeviceJpegDecoder:
         self.spec = spec
         self.device = device
         self._warned = False
+        self._encode_lock = threading.Lock()
 
     def decode(self, jpegs: Sequence[bytes]) -> list[torch.Tensor | None]:
         """Pixels for each JPEG, in order; None where the decoder refused one (decode it on the CPU)."""
@@ -70,8 +73,8 @@ class DeviceJpegDecoder:
         """Pixels and a JPEG thumbnail (as `make_thumbnail` sizes it) for each JPEG, both made on the
         device from one decode; None where the decoder refused one.
 
-        A thumbnail from a CPU decode took 2.93 ms per 640x480 JPEG on the GPU host, against 0.26 ms
-        for a decode, resize and encode on its GPU (docs/gpu.md). A grey JPEG's thumbnail is RGB here.
+        A thumbnail from a second, CPU decode took 2.93 ms per 640x480 JPEG on the GPU host; a GPU
+        decode, resize and encode of an earlier form of this path took 0.26 ms (docs/gpu.md).
         """
         images = self._decode_all(jpegs)
         pixels, thumbnails = self._preprocess(images), self._thumbnails(images)
@@ -126,23 +129,47 @@ class DeviceJpegDecoder:
         for i, image in enumerate(images):
             if image is None:
                 continue
-            height, width = thumbnail_shape(image.shape[-2], image.shape[-1])
-            if (height, width) != tuple(image.shape[-2:]):
-                # Pillow's thumbnail() resamples bicubic; antialiasing stands in for its reducing steps.
-                resized = F.interpolate(image[None].float(), size=(height, width), mode="bicubic", antialias=True)
-                image = resized[0].round().clamp(0, 255).to(torch.uint8)
-            small.append(image)
+            small.append(shrink_to_thumbnail(image))
             where.append(i)
         if not small:
             return out
-        try:
-            encoded = encode_jpeg(small, quality=THUMBNAIL_QUALITY)
-        except RuntimeError as exc:  # the device encoder failed: the host's libjpeg makes them instead
-            log.warning("encoding thumbnails on %s failed (%s); encoding them on the CPU", self.device, exc)
-            encoded = encode_jpeg([image.cpu() for image in small], quality=THUMBNAIL_QUALITY)
+        # One encode at a time, after the device has finished the resizes: CUDA encode_jpeg has
+        # written corrupt JPEGs when called from several threads, or on inputs still being
+        # written (pytorch/vision#8587, #9060).
+        with self._encode_lock:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            try:
+                encoded = encode_jpeg(small, quality=THUMBNAIL_QUALITY)
+            except RuntimeError as exc:  # the device encoder failed: the host's libjpeg makes them instead
+                log.warning("encoding thumbnails on %s failed (%s); encoding them on the CPU", self.device, exc)
+                encoded = encode_jpeg([image.cpu() for image in small], quality=THUMBNAIL_QUALITY)
         for i, data in zip(where, encoded, strict=True):
             out[i] = data.cpu().numpy().tobytes()
         return out
+
+
+def shrink_to_thumbnail(image: torch.Tensor) -> torch.Tensor:
+    """A (3, H, W) uint8 image resized to its thumbnail_shape, as Pillow's `thumbnail()` does it:
+    first a box reduction by whole factors that leaves at least REDUCING_GAP of the scaling (its
+    `reducing_gap`), then a bicubic resize, antialiased.
+
+    The two steps also keep the antialiased resize within a few times: on CUDA its kernel needs
+    shared memory in proportion to the scale: by its own sizing, too much for photos ~12,000 pixels wide.
+    """
+    height, width = thumbnail_shape(image.shape[-2], image.shape[-1])
+    if (height, width) == tuple(image.shape[-2:]):
+        return image
+    pixels = image[None].float()
+    factors = (
+        max(1, int(image.shape[-2] / height / REDUCING_GAP)),
+        max(1, int(image.shape[-1] / width / REDUCING_GAP)),
+    )
+    if factors != (1, 1):
+        # Pillow's reduce() averages the partial blocks at the edges too.
+        pixels = F.avg_pool2d(pixels, factors, ceil_mode=True, count_include_pad=False)
+    resized = F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True)
+    return resized[0].round().clamp(0, 255).to(torch.uint8)
 
 
 def thumbnail_shape(height: int, width: int, size: int = THUMBNAIL_SIZE) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from torchvision.io import encode_jpeg
 
 from models.clip import DEMO_MODEL, ClipImageTower, load_clip
 from models.errors import InvalidImageError
-from models.gpu_images import DeviceJpegDecoder, fits_device_decoder, thumbnail_shape
+from models.gpu_images import DeviceJpegDecoder, fits_device_decoder, shrink_to_thumbnail, thumbnail_shape
 from models.images import THUMBNAIL_SIZE, decode_image, make_thumbnail
 from models.pixels import resize_crop_tensor
 from tests.models.photos import photo_jpegs
@@ -118,7 +118,7 @@ def test_a_request_mixing_formats_sends_each_image_its_own_way_and_keeps_the_ord
         with Image.open(io.BytesIO(thumbnail)) as image:
             assert image.format == "JPEG" and max(image.size) <= THUMBNAIL_SIZE, name
     with Image.open(io.BytesIO(thumbnails[0])) as image:
-        assert image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)  # from a half-scale decode of 320x240
+        assert image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)  # 320x240 made to fit 256x256
     # The rotated JPEG went to the CPU and was turned upright: red on the left, blue on the right.
     with Image.open(io.BytesIO(thumbnails[3])) as image:
         assert image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)
@@ -232,3 +232,29 @@ def test_thumbnails_the_device_encoder_fails_on_are_encoded_on_the_cpu(demo, mon
     assert decoded[0] is not None and len(calls) == 2
     with Image.open(io.BytesIO(decoded[0][1])) as image:
         assert image.format == "JPEG" and image.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE * 3 // 4)
+
+
+def test_large_downscales_box_reduce_first_and_still_look_like_the_cpu_thumbnail(demo, monkeypatch):
+    photo = Image.open(io.BytesIO(photo_jpegs()["coffee"])).resize((6000, 1500))  # 23x wider than a thumbnail
+    data = encode(photo)
+    scales: list[float] = []
+    resize = torch.nn.functional.interpolate
+
+    def recording(pixels, size, **kwargs):
+        scales.append(max(pixels.shape[-2] / size[0], pixels.shape[-1] / size[1]))
+        return resize(pixels, size=size, **kwargs)
+
+    monkeypatch.setattr("models.gpu_images.F.interpolate", recording)
+    small = shrink_to_thumbnail(torch.from_numpy(np.asarray(photo)).permute(2, 0, 1).contiguous())
+    # On CUDA the antialiased resize needs shared memory in proportion to its scale.
+    assert small.shape == (3, 64, 256) and len(scales) == 1 and scales[0] < 4
+    monkeypatch.undo()
+
+    assert demo.spec is not None
+    decoded = DeviceJpegDecoder(demo.spec, torch.device("cpu")).decode_with_thumbnails([data])
+    assert decoded[0] is not None
+    cpu_thumbnail = make_thumbnail(decode_image(data, max_pixels=LIMIT))
+    with Image.open(io.BytesIO(decoded[0][1])) as ours, Image.open(io.BytesIO(cpu_thumbnail)) as cpu:
+        assert ours.size == cpu.size == (256, 64)
+        difference = np.abs(np.asarray(ours.convert("RGB"), float) - np.asarray(cpu.convert("RGB"), float))
+        assert difference.mean() < 4
